@@ -1,0 +1,344 @@
+"""Dataset on disk -> clip shards: plan shards, build each (Ray tasks), write the manifest.
+
+A shard is the unit of work and of resume: its Parquet file and then a small sidecar JSON are
+renamed into place, so a shard is complete exactly when its sidecar exists and agrees with the
+configuration. Re-running keeps complete shards and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from s2d_ray import __version__
+from s2d_ray.config import StrictConfig, config_fingerprint
+from s2d_ray.data import shards as sh
+from s2d_ray.data.index import DatasetIndex, Problem, VideoRecord
+from s2d_ray.data.readers.media import BadVideoError, open_media, read_clip
+from s2d_ray.data.registry import DiscoverOptions, discover, get_dataset
+from s2d_ray.data.spec import ClipSpec, SamplingPolicy, ShortPolicy
+from s2d_ray.seeding import numpy_rng
+
+
+class PrepareConfig(StrictConfig):
+    """Everything that decides the content of a shard directory (and nothing else)."""
+
+    dataset: str
+    out: str
+    root: str | None = None
+    split_file: str | None = None
+    frames: int | None = Field(default=None, ge=1)
+    size: int | None = Field(default=None, ge=8)
+    sampling: SamplingPolicy | None = None
+    stride: int | None = Field(default=None, ge=1)
+    short: ShortPolicy | None = None
+    clips_per_video: int = Field(default=1, ge=1)
+    test_clips: int = Field(default=3, ge=1)
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    videos_per_shard: int = Field(default=64, ge=1)
+    strict: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> PrepareConfig:
+        definition = get_dataset(self.dataset)
+        if definition.needs_root and self.root is None:
+            raise ValueError(f"dataset {self.dataset!r} needs --root DIR")
+        return self
+
+    def clip_spec(self) -> ClipSpec:
+        """The dataset's default clip spec with this config's overrides applied."""
+        base = get_dataset(self.dataset).clip.model_dump()
+        for key in ("frames", "size", "sampling", "stride", "short"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        return ClipSpec(**base)
+
+    def content_fingerprint(self) -> str:
+        """Hash of the fields that change shard bytes (not --strict, not the output path)."""
+        data = self.model_dump(mode="json", exclude={"strict", "out"})
+        data["clip"] = self.clip_spec().model_dump()
+        return config_fingerprint(data)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    relpath: str
+    split: str
+    label: int
+    records: tuple[VideoRecord, ...]
+    spec: ClipSpec
+    num_clips: int
+    seed: int
+    fingerprint: str
+    out: str
+    strict: bool
+
+
+@dataclass
+class ShardResult:
+    relpath: str
+    split: str
+    label: int
+    rows: int
+    bytes: int
+    sha256: str
+    videos: int
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
+    """Deterministic shards: records sorted by (split, label, id), chunked per split and class."""
+    spec, fingerprint = config.clip_spec(), config.content_fingerprint()
+    groups: dict[tuple[str, int], list[VideoRecord]] = {}
+    for record in sorted(index.records, key=lambda r: (r.split, r.label, r.video_id)):
+        groups.setdefault((record.split, record.label), []).append(record)
+    tasks = []
+    for (split, label), records in sorted(groups.items()):
+        num_clips = config.clips_per_video if split == "train" else config.test_clips
+        for part, start in enumerate(range(0, len(records), config.videos_per_shard)):
+            chunk = tuple(records[start : start + config.videos_per_shard])
+            tasks.append(
+                ShardTask(
+                    sh.shard_relpath(split, label, part),
+                    split,
+                    label,
+                    chunk,
+                    spec,
+                    num_clips,
+                    config.seed,
+                    fingerprint,
+                    config.out,
+                    config.strict,
+                )
+            )
+    return tasks
+
+
+def build_shard(task: ShardTask) -> ShardResult:
+    """Decode every clip of one shard and write it; runs in a Ray task or in-process."""
+    started = time.perf_counter()
+    rows, problems = sh.ClipRows.empty(), []
+    for record in task.records:
+        rng = numpy_rng(task.seed, "clips", record.split, record.video_id)
+        try:
+            media = open_media(record)
+            clips = [
+                read_clip(media, task.spec, clip=k, num_clips=task.num_clips, rng=rng)
+                for k in range(task.num_clips)
+            ]
+        except BadVideoError as exc:
+            if task.strict:
+                raise BadVideoError(
+                    exc.path,
+                    f"{exc.reason} (--strict stops at the first bad "
+                    "video; drop --strict to skip and list bad videos)",
+                ) from exc
+            problems.append(Problem(record.video_id, exc.path, exc.reason))
+            continue
+        for k, (frames, indices) in enumerate(clips):
+            rows.add(
+                frames, record.label, record.class_name, record.video_id, record.split, k, indices
+            )
+    fs, out = sh.filesystem(task.out)
+    path = sh.join(out, task.relpath)
+    nbytes, digest = sh.write_shard(fs, path, rows.to_table(task.spec.frame_shape))
+    result = ShardResult(
+        task.relpath,
+        task.split,
+        task.label,
+        len(rows),
+        nbytes,
+        digest,
+        len(task.records),
+        problems,
+        time.perf_counter() - started,
+    )
+    sidecar = {"fingerprint": task.fingerprint, **asdict(result)}
+    sh.write_json(fs, _sidecar(path), sidecar)
+    return result
+
+
+def _sidecar(shard_path: str) -> str:
+    return shard_path.removesuffix(".parquet") + ".json"
+
+
+def load_complete(task: ShardTask) -> ShardResult | None:
+    """The result of an earlier run of this shard, if it finished with the same config."""
+    fs, out = sh.filesystem(task.out)
+    path = sh.join(out, task.relpath)
+    if not sh.exists(fs, _sidecar(path)):
+        return None
+    data = sh.read_json(fs, _sidecar(path))
+    if data.get("fingerprint") != task.fingerprint or data.get("videos") != len(task.records):
+        return None
+    info = fs.get_file_info(path)
+    if info.type == sh.pafs.FileType.NotFound or info.size != data["bytes"]:
+        return None
+    data.pop("fingerprint")
+    data["problems"] = [Problem(**p) for p in data["problems"]]
+    return ShardResult(**data)
+
+
+Runner = Callable[[list[ShardTask]], Iterable[ShardResult]]
+
+
+def run_local(tasks: list[ShardTask]) -> Iterable[ShardResult]:
+    for task in tasks:
+        yield build_shard(task)
+
+
+def run_ray(tasks: list[ShardTask]) -> Iterable[ShardResult]:
+    """One Ray task per shard; results stream back as they finish, failures surface at once."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, configure_logging=False)
+    remote = ray.remote(num_cpus=1, max_retries=2)(build_shard)
+    pending = [remote.remote(t) for t in tasks]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
+@dataclass
+class PrepareSummary:
+    out: str
+    manifest: dict
+    built: int
+    reused: int
+    problems: list[Problem]
+    seconds: float
+    seconds_per_video: float
+
+
+def prepare(
+    config: PrepareConfig, runner: Runner = run_local, progress: bool = True
+) -> PrepareSummary:
+    """Build (or finish building) the shard directory ``config.out``; returns what it holds."""
+    started = time.perf_counter()
+    fs, out = sh.filesystem(config.out)
+    _check_previous(fs, out, config)
+    options = DiscoverOptions(
+        root=Path(config.root) if config.root else None,
+        split_file=Path(config.split_file) if config.split_file else None,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    index = discover(config.dataset, options)
+    if config.strict and index.problems:
+        p = index.problems[0]
+        raise BadVideoError(p.path, f"{p.reason} (--strict stops at the first bad entry)")
+    tasks = plan_shards(index, config)
+    results, todo = [], []
+    for task in tasks:
+        done = load_complete(task)
+        (results.append(done) if done else todo.append(task))
+    reused = len(results)
+    bar = _progress(sum(len(t.records) for t in todo), enabled=progress)
+    for result in runner(todo):
+        results.append(result)
+        bar.update(result.videos)
+    bar.close()
+    problems = index.problems + [
+        p for r in sorted(results, key=lambda r: r.relpath) for p in r.problems
+    ]
+    manifest = _manifest(config, index, results, problems)
+    sh.write_json(fs, sh.join(out, sh.MANIFEST), manifest)
+    sh.write_atomic(fs, sh.join(out, sh.SKIPPED), _skipped_csv(problems))
+    elapsed = time.perf_counter() - started
+    built_videos = sum(r.videos for r in results[reused:])
+    per_video = sum(r.seconds for r in results[reused:]) / max(1, built_videos)
+    return PrepareSummary(config.out, manifest, len(todo), reused, problems, elapsed, per_video)
+
+
+def _check_previous(fs, out: str, config: PrepareConfig) -> None:
+    path = sh.join(out, sh.MANIFEST)
+    if sh.exists(fs, path):
+        previous = sh.read_json(fs, path)
+        if previous.get("config_fingerprint") != config.content_fingerprint():
+            raise FileExistsError(
+                f"{config.out} already holds shards prepared with another configuration "
+                f"({previous.get('config')}); choose a new --out or delete that folder"
+            )
+
+
+def _manifest(
+    config: PrepareConfig, index: DatasetIndex, results: list[ShardResult], problems: list[Problem]
+) -> dict:
+    spec = config.clip_spec()
+    counts: dict[str, dict] = {}
+    for r in results:
+        split = counts.setdefault(r.split, {"videos": 0, "clips": 0, "clips_per_class": Counter()})
+        split["videos"] += r.videos - len(r.problems)
+        split["clips"] += r.rows
+        split["clips_per_class"][index.classes[r.label]] += r.rows
+    for split in counts.values():
+        split["clips_per_class"] = dict(sorted(split["clips_per_class"].items()))
+    shards = sorted(
+        (
+            {
+                "path": r.relpath,
+                "split": r.split,
+                "label": r.label,
+                "rows": r.rows,
+                "bytes": r.bytes,
+                "sha256": r.sha256,
+            }
+            for r in results
+            if r.rows
+        ),
+        key=lambda s: s["path"],
+    )
+    content = config_fingerprint(
+        {"clip": spec.model_dump(), "shards": [s["sha256"] for s in shards]}
+    )
+    return {
+        "format": sh.FORMAT_VERSION,
+        "dataset": config.dataset,
+        "classes": index.classes,
+        "clip": spec.model_dump(),
+        "clip_shape": list(spec.frame_shape),
+        "counts": counts,
+        "shards": shards,
+        "skipped": len(problems),
+        "fingerprint": content,
+        "config": config.model_dump(mode="json"),
+        "config_fingerprint": config.content_fingerprint(),
+        "created_by": f"s2d-ray {__version__}",
+    }
+
+
+def _skipped_csv(problems: list[Problem]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["video_id", "path", "reason"])
+    for p in problems:
+        writer.writerow([p.video_id, p.path, p.reason])
+    return buffer.getvalue().encode()
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="video",
+        desc="preparing",
+        disable=not enabled or total == 0,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

@@ -1,0 +1,240 @@
+"""Reading clip shards into training: in-process Arrow datasets, Ray Data streams, transforms.
+
+Clips stay uint8 (T, H, W, 3) until they reach the consuming device; ``ClipTransform`` turns a
+batch into float (B, T, 3, H, W) there, so host memory and transfers carry a quarter the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from s2d_ray.data import shards as sh
+from s2d_ray.seeding import derive_seed
+
+if TYPE_CHECKING:
+    import ray.data
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClipShards:
+    """An opened shard directory (local path or URI): its manifest and its shard files."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self.root = sh.filesystem(uri)
+        manifest_path = sh.join(self.root, sh.MANIFEST)
+        if not sh.exists(self.fs, manifest_path):
+            raise FileNotFoundError(
+                f"{uri} holds no {sh.MANIFEST}: it is not a shard directory "
+                "(make one with `python jobs/prepare_data.py --out DIR`)"
+            )
+        self.manifest = sh.read_json(self.fs, manifest_path)
+        self.classes: list[str] = self.manifest["classes"]
+        self.clip_shape: tuple[int, int, int, int] = tuple(self.manifest["clip_shape"])
+        self.fingerprint: str = self.manifest["fingerprint"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def files(self, split: str, labels: Sequence[int] | None = None) -> list[str]:
+        """Paths of the shards of ``split`` (optionally only some classes), in a fixed order."""
+        wanted = None if labels is None else set(labels)
+        paths = [
+            sh.join(self.root, s["path"])
+            for s in self.manifest["shards"]
+            if s["split"] == split and (wanted is None or s["label"] in wanted)
+        ]
+        if not paths:
+            which = "" if wanted is None else f" of labels {sorted(wanted)}"
+            raise ValueError(f"{self.uri} has no {split!r} clips{which}")
+        return paths
+
+    def read_table(self, split: str, columns: Sequence[str] = ("frames", "label")) -> pa.Table:
+        tables = [
+            pq.read_table(p, columns=list(columns), filesystem=self.fs) for p in self.files(split)
+        ]
+        return pa.concat_tables(tables)
+
+    def verify(self) -> list[str]:
+        """Recompute every shard's checksum; returns the problems found (empty when healthy)."""
+        problems = []
+        for s in self.manifest["shards"]:
+            path = sh.join(self.root, s["path"])
+            if not sh.exists(self.fs, path):
+                problems.append(f"{path}: missing")
+            elif sh.file_sha256(self.fs, path) != s["sha256"]:
+                problems.append(f"{path}: checksum mismatch (file changed or corrupt)")
+        return problems
+
+
+class ArrowClipDataset(Dataset):
+    """All clips of one split held as Arrow buffers; items are zero-copy views until batched.
+
+    For sets that fit in memory (tests, the embedded set, single-machine work). Larger sets
+    stream through :func:`ray_clip_dataset`.
+    """
+
+    def __init__(self, shards: ClipShards | str, split: str = "train") -> None:
+        self.shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
+        self.split = split
+        self.clip_shape = self.shards.clip_shape
+        table = self.shards.read_table(split)
+        # Keep Arrow's chunks as they are: int32 offsets cannot address one column over 2 GiB.
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        where = []
+        for k, chunk in enumerate(table.column("frames").chunks):
+            _, offsets, data = chunk.buffers()
+            offs = np.frombuffer(offsets, dtype=np.int32)[
+                chunk.offset : chunk.offset + len(chunk) + 1
+            ]
+            self._chunks.append((offs, np.frombuffer(data, dtype=np.uint8)))
+            where += [(k, i) for i in range(len(chunk))]
+        self._where = np.asarray(where, dtype=np.int64).reshape(-1, 2)
+        self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+
+    @property
+    def num_classes(self) -> int:
+        return self.shards.num_classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def clip_array(self, i: int) -> np.ndarray:
+        """A read-only (T, H, W, 3) uint8 view of clip ``i`` (no copy)."""
+        chunk, j = self._where[i]
+        offsets, data = self._chunks[chunk]
+        view = data[offsets[j] : offsets[j + 1]].reshape(self.clip_shape)
+        view.flags.writeable = False  # writes would corrupt the shared Arrow buffer
+        return view
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.clip_array(i).copy()), int(self.labels[i])
+
+    def batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather clips into one uint8 (B, T, H, W, 3) tensor, copying each clip once."""
+        idx = [int(i) for i in indices]
+        out = np.empty((len(idx), *self.clip_shape), dtype=np.uint8)
+        for row, i in enumerate(idx):
+            out[row] = self.clip_array(i)
+        return torch.from_numpy(out), self.labels[idx]
+
+
+class ClassSampler:
+    """Random real batches of one class (DM matches class means of real and synthetic clips)."""
+
+    def __init__(self, dataset: ArrowClipDataset) -> None:
+        self.dataset = dataset
+        self.by_class = [
+            torch.nonzero(dataset.labels == c).flatten() for c in range(dataset.num_classes)
+        ]
+
+    def sample(self, label: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` clips of class ``label`` (without replacement when the class has enough)."""
+        pool = self.by_class[label]
+        if len(pool) == 0:
+            raise ValueError(f"class {label} has no clips in split {self.dataset.split!r}")
+        if n <= len(pool):
+            pick = pool[torch.randperm(len(pool), generator=generator)[:n]]
+        else:
+            pick = pool[torch.randint(len(pool), (n,), generator=generator)]
+        return self.dataset.batch(pick)[0]
+
+
+class FrameView(Dataset):
+    """Single frames for static (image) learning: one random frame of clip i per access.
+
+    The frame is drawn from (seed, epoch, i), not from a global RNG, so the same epoch yields
+    the same frames whatever the number of DataLoader workers; call ``set_epoch`` each epoch.
+    """
+
+    def __init__(self, clips: ArrowClipDataset, seed: int = 0) -> None:
+        self.clips, self.seed, self.epoch = clips, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        t = derive_seed(self.seed, "frame", self.epoch, i) % self.clips.clip_shape[0]
+        return torch.from_numpy(self.clips.clip_array(i)[t].copy()), int(self.clips.labels[i])
+
+
+@dataclass(frozen=True)
+class ClipTransform:
+    """uint8 (B, T, H, W, 3) or (B, H, W, 3) -> float (B, T, 3, H, W) or (B, 3, H, W) on a device.
+
+    ``normalize="imagenet"`` applies the ImageNet mean/std per channel; ``standardize`` is the
+    reference's per-batch standardisation (one scalar mean and std over the whole batch), which
+    it applied in expert training and evaluation but not inside distillation losses.
+    ``flip`` mirrors each clip horizontally with probability 0.5, all its frames alike.
+    """
+
+    normalize: Literal["imagenet", "none"] = "imagenet"
+    standardize: bool = True
+    flip: bool = False
+
+    def __call__(
+        self,
+        frames: torch.Tensor,
+        *,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        x = frames.to(device or frames.device, non_blocking=True).float().div_(255.0)
+        x = x.movedim(-1, -3)  # channels before H, W
+        if self.flip:
+            flip = torch.rand(x.shape[0], generator=generator) < 0.5
+            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+        if self.normalize == "imagenet":
+            shape = (3, 1, 1)
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
+            std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
+            x = (x - mean) / std
+        if self.standardize:
+            x = (x - x.mean()) / x.std().clamp_min(1e-6)
+        return x.contiguous()
+
+
+def decode_clip_bytes(
+    values: Sequence[bytes] | np.ndarray, clip_shape: Sequence[int]
+) -> np.ndarray:
+    """A batch of raw clip byte strings -> one uint8 (B, T, H, W, 3) array."""
+    return np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), *clip_shape)
+
+
+class ClipCollate:
+    """Ray Data collate: a numpy batch of raw clip bytes -> (uint8 clips, int64 labels) tensors."""
+
+    def __init__(self, clip_shape: Sequence[int]) -> None:
+        self.clip_shape = tuple(clip_shape)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = torch.from_numpy(decode_clip_bytes(batch["frames"], self.clip_shape))
+        return frames, torch.from_numpy(batch["label"].astype(np.int64))
+
+
+def ray_clip_dataset(
+    shards: ClipShards | str, split: str = "train", *, concurrency: int | None = None
+) -> ray.data.Dataset:
+    """A Ray Dataset of ``frames`` (raw bytes) and ``label``; iterate it with
+    ``ds.iter_torch_batches(collate_fn=ClipCollate(shards.clip_shape))``."""
+    import ray.data
+
+    shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
+    ds = ray.data.read_parquet(
+        shards.files(split), filesystem=shards.fs, partitioning=None, concurrency=concurrency
+    )
+    return ds.select_columns(["frames", "label"])

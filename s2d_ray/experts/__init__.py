@@ -1,0 +1,1 @@
+"""Expert trajectories for MTT: training farm outputs and their checksummed store."""

@@ -1,0 +1,17 @@
+"""Mixed precision that follows the input's device: bf16 autocast on CUDA, plain fp32 on CPU
+(CPU autocast is slower than fp32 for these small nets and changes results across machines)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def autocast_context(
+    device: torch.device | str, enabled: bool = True
+) -> contextlib.AbstractContextManager:
+    """bf16 ``torch.autocast`` on CUDA when ``enabled``; otherwise a no-op context."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
