@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 ## quickstart: install, then run the main pipeline on the embedded default dataset (CPU, minutes)
 quickstart: $(VENV)/.installed
 	$(PY) jobs/prepare_data.py --dataset embedded --out $(WORKDIR)/data
+	$(PY) jobs/train_experts.py --data $(WORKDIR)/data --out $(WORKDIR)/experts \
+		--num-experts 2 --workers 2 --epochs 2
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed

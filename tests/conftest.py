@@ -24,3 +24,29 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> str:
+    """Tiny clip shards (3 classes, 4 train + 2 test videos each, 8x64x64) for fast training."""
+    from media import write_video
+
+    from s2d_ray.data import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("tiny_raw")
+    for c, cls in enumerate(("a", "b", "c")):
+        for i in range(6):
+            write_video(root / cls / f"{cls}{i}.avi", 12 + 3 * c + i, size=(80, 64))
+    out = tmp_path_factory.mktemp("tiny_shards")
+    config = PrepareConfig(
+        dataset="video-folder",
+        root=str(root),
+        out=str(out),
+        frames=8,
+        size=64,
+        sampling="centred",
+        test_fraction=0.34,
+        test_clips=1,
+    )
+    prepare(config, progress=False)
+    return str(out)

@@ -86,10 +86,25 @@ class ArrowClipDataset(Dataset):
     """
 
     def __init__(self, shards: ClipShards | str, split: str = "train") -> None:
-        self.shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
-        self.split = split
-        self.clip_shape = self.shards.clip_shape
-        table = self.shards.read_table(split)
+        shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
+        self._setup(shards.read_table(split), shards.clip_shape, shards.num_classes, split)
+
+    @classmethod
+    def from_table(
+        cls, table: pa.Table, clip_shape: Sequence[int], num_classes: int, split: str = "train"
+    ) -> ArrowClipDataset:
+        """Wrap a table already in memory, e.g. one shared through Ray's object store."""
+        self = cls.__new__(cls)
+        self._setup(table, tuple(clip_shape), num_classes, split)
+        return self
+
+    def _setup(self, table: pa.Table, clip_shape, num_classes: int, split: str) -> None:
+        self.table, self.clip_shape, self.num_classes, self.split = (
+            table,
+            clip_shape,
+            num_classes,
+            split,
+        )
         # Keep Arrow's chunks as they are: int32 offsets cannot address one column over 2 GiB.
         self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
         where = []
@@ -102,10 +117,6 @@ class ArrowClipDataset(Dataset):
             where += [(k, i) for i in range(len(chunk))]
         self._where = np.asarray(where, dtype=np.int64).reshape(-1, 2)
         self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-
-    @property
-    def num_classes(self) -> int:
-        return self.shards.num_classes
 
     def __len__(self) -> int:
         return len(self.labels)

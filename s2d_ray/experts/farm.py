@@ -1,0 +1,281 @@
+"""The expert farm: N independent experts trained by W Ray Train workers, into one store.
+
+Experts are independent, not data-parallel: worker r trains the experts i with
+``i % W == r`` among those not yet complete, each on the whole training set. The training
+and test tables are put once into Ray's object store and read zero-copy by every worker on a
+node, so a node holds one copy of the data whatever N and W are.
+
+The trajectory store is the source of truth and the checkpoint: finished experts are
+skipped, a half-trained one resumes after its last snapshot, and when a worker dies Ray
+Train restarts the worker group (``FailureConfig``), which re-runs the same loop and so
+finishes exactly N complete experts. MLflow gets a parent run per farm and a child run per
+expert; tracking failures never stop the farm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+
+from s2d_ray.config import StrictConfig, config_fingerprint
+from s2d_ray.data.shards import filesystem, join
+from s2d_ray.data.stream import ArrowClipDataset, ClipShards
+from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
+from s2d_ray.experts.training import ExpertConfig, network_config, train_expert
+from s2d_ray.tracking import Tracker, TrackingConfig
+
+
+class FarmConfig(StrictConfig):
+    data: str = Field(description="clip shard directory (path or URI)")
+    out: str = Field(description="trajectory store (path or URI)")
+    num_experts: int = Field(ge=1)
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=3, ge=0)
+    expert: ExpertConfig = ExpertConfig()
+
+    def run_key(self, dataset_fingerprint: str) -> str:
+        """Stable id of this farm: the same command resumes the same Train and MLflow runs."""
+        return config_fingerprint(
+            {
+                "out": self.out,
+                "data": dataset_fingerprint,
+                "expert": self.expert.model_dump(mode="json"),
+            }
+        )
+
+
+def assigned_experts(todo: list[int], rank: int, world: int) -> list[int]:
+    return [e for k, e in enumerate(todo) if k % world == rank]
+
+
+def worker_device(gpus_per_worker: float) -> torch.device:
+    if gpus_per_worker > 0:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def farm_worker_loop(loop_config: dict) -> None:
+    """Ray Train per-worker function: train this rank's share of the unfinished experts."""
+    import ray
+    import ray.train
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    config = FarmConfig.model_validate(loop_config["farm"])
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    shards_meta = loop_config["shards"]
+    train = ArrowClipDataset.from_table(
+        ray.get(loop_config["train_ref"]), **shards_meta, split="train"
+    )
+    test = ArrowClipDataset.from_table(
+        ray.get(loop_config["test_ref"]), **shards_meta, split="test"
+    )
+    store = TrajectoryStore(
+        config.out,
+        network_config=loop_config["network"],
+        dataset_fingerprint=loop_config["dataset_fingerprint"],
+    )
+    tracker = Tracker(TrackingConfig(**loop_config["tracking"]))
+    device = worker_device(config.gpus_per_worker)
+    for expert_id in assigned_experts(loop_config["todo"], rank, world):
+        train_one(
+            expert_id,
+            config,
+            train,
+            test,
+            store,
+            tracker,
+            device,
+            parent_run_id=loop_config["parent_run_id"],
+            run_key=loop_config["run_key"],
+        )
+
+
+def train_one(
+    expert_id: int,
+    config: FarmConfig,
+    train: ArrowClipDataset,
+    test: ArrowClipDataset,
+    store: TrajectoryStore,
+    tracker: Tracker,
+    device: torch.device,
+    *,
+    parent_run_id: str | None,
+    run_key: str,
+) -> ExpertInfo:
+    """Train one expert with its MLflow child run; usable outside Ray (tests, one-off runs)."""
+    expert = config.expert
+    tags = {"s2d.role": "expert", "s2d.expert_id": expert_id}
+    with tracker.start_run(
+        f"expert-{expert_id:04d}",
+        parent_run_id=parent_run_id,
+        tags=tags,
+        resume_key=f"farm/{run_key}/expert-{expert_id}",
+    ) as run:
+        run.log_params(
+            {
+                "expert_id": expert_id,
+                "seed": expert.expert_seed(expert_id),
+                "store": config.out,
+                "device": str(device),
+                **expert.model_dump(mode="json"),
+            }
+        )
+
+        def on_epoch(eid: int, epoch: int, metrics: dict[str, float]) -> None:
+            run.log_metrics(metrics, step=epoch)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            print(f"[expert {eid}] epoch {epoch}/{expert.num_epochs} {shown}", flush=True)
+
+        info = train_expert(expert_id, expert, train, test, store, device=device, on_epoch=on_epoch)
+        run.set_tags({"s2d.expert_path": info.path})
+        return info
+
+
+@dataclass
+class FarmSummary:
+    store: str
+    experts: list[ExpertInfo]
+    trained: list[int]
+    seconds: float
+    parent_run_id: str | None
+
+
+def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = True) -> FarmSummary:
+    """Train every missing expert of ``config`` with Ray Train; returns the store's experts."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    shards = ClipShards(config.data)
+    network = network_config(config.expert, shards.clip_shape, shards.num_classes)
+    store = TrajectoryStore(
+        config.out, network_config=network, dataset_fingerprint=shards.fingerprint
+    )
+    todo = _unfinished(store, config)
+    run_key = config.run_key(shards.fingerprint)
+    tracker = Tracker(tracking)
+    with tracker.start_run(
+        "farm", tags={"s2d.role": "farm"}, resume_key=f"farm/{run_key}"
+    ) as parent:
+        parent.log_params(
+            {
+                "num_experts": config.num_experts,
+                "workers": config.workers,
+                "store": config.out,
+                "data": config.data,
+                "gpus_per_worker": config.gpus_per_worker,
+            }
+        )
+        parent.log_input_manifest(
+            shards.manifest,
+            name=shards.manifest["dataset"],
+            digest=shards.fingerprint,
+            source=config.data,
+        )
+        if todo:
+            if not ray.is_initialized():
+                ray.init(configure_logging=False)
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+            loop_config = {
+                "farm": config.model_dump(mode="json"),
+                "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
+                "train_ref": ray.put(shards.read_table("train")),
+                "test_ref": ray.put(shards.read_table("test")),
+                "network": network,
+                "dataset_fingerprint": shards.fingerprint,
+                "tracking": tracking.__dict__,
+                "parent_run_id": parent.run_id,
+                "run_key": run_key,
+                "todo": todo,
+            }
+            resources = {"CPU": config.cpus_per_worker}
+            if config.gpus_per_worker:
+                resources["GPU"] = config.gpus_per_worker
+            trainer = TorchTrainer(
+                farm_worker_loop,
+                train_loop_config=loop_config,
+                scaling_config=ScalingConfig(
+                    num_workers=min(config.workers, len(todo)),
+                    use_gpu=config.gpus_per_worker > 0,
+                    resources_per_worker=resources,
+                ),
+                run_config=RunConfig(
+                    name=f"farm-{run_key}",
+                    storage_path=_train_storage(config),
+                    failure_config=FailureConfig(max_failures=config.max_failures),
+                ),
+            )
+            with _Progress(store, config, enabled=progress):
+                trainer.fit()
+        experts = store.experts(complete_only=True)
+        missing = sorted(set(range(config.num_experts)) - {e.expert_id for e in experts})
+        if missing:
+            raise RuntimeError(
+                f"farm ended with experts {missing} incomplete in {config.out}; "
+                "re-run the same command to resume them"
+            )
+        parent.log_metrics({"experts_complete": len(experts)})
+        return FarmSummary(config.out, experts, todo, time.perf_counter() - started, parent.run_id)
+
+
+def _unfinished(store: TrajectoryStore, config: FarmConfig) -> list[int]:
+    todo = []
+    for expert_id in range(config.num_experts):
+        info = store.expert(expert_id)
+        if info is None or not info.complete or info.epochs_completed < config.expert.num_epochs:
+            todo.append(expert_id)
+    return todo
+
+
+def _train_storage(config: FarmConfig) -> str:
+    """Ray Train's run folder sits inside the store (``_train/``), which lists experts only."""
+    if "://" in config.out:
+        return join(config.out, "_train")
+    _, path = filesystem(config.out)
+    return join(path, "_train")
+
+
+class _Progress:
+    """Driver-side progress read from the store (the workers' single source of truth)."""
+
+    def __init__(self, store: TrajectoryStore, config: FarmConfig, enabled: bool) -> None:
+        self.store, self.config, self.enabled = store, config, enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        total = self.config.num_experts * self.config.expert.num_epochs
+        with tqdm(total=total, unit="epoch", desc="experts", dynamic_ncols=True) as bar:
+            while True:
+                stopping = self._stop.is_set()  # one last read after the farm ends
+                experts = self.store.experts(complete_only=False)
+                done = sum(min(e.epochs_completed, self.config.expert.num_epochs) for e in experts)
+                complete = sum(e.complete for e in experts)
+                bar.set_postfix_str(f"{complete}/{self.config.num_experts} experts complete")
+                bar.update(done - bar.n)
+                if stopping:
+                    return
+                self._stop.wait(2.0)
