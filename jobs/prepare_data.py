@@ -33,10 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-clips", type=int, default=3, help="test clips per video")
     p.add_argument("--test-fraction", type=float, default=0.2, help="video-folder test share")
     p.add_argument("--videos-per-shard", type=int, default=64)
+    p.add_argument("--max-videos-per-class", type=int, help="keep a subset (per class and split)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad video")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--local", action="store_true", help="run in this process, without Ray")
-    p.add_argument("--smoke-test", action="store_true", help="tiny run: 2 videos per shard")
+    p.add_argument("--smoke-test", action="store_true", help="tiny run: 4 videos per class")
     return p.parse_args(argv)
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = {k: v for k, v in vars(args).items() if k not in ("local", "smoke_test")}
     if args.smoke_test:
-        options["videos_per_shard"] = 2
+        options["max_videos_per_class"] = 4
     try:
         config = PrepareConfig(**options)
         runner = run_local if args.local else run_ray

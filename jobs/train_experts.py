@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="clip shard directory from prepare_data.py")
     p.add_argument("--out", required=True, help="trajectory store (path or URI)")
-    p.add_argument("--num-experts", type=int, required=True)
+    p.add_argument("--num-experts", type=int, help="required unless --smoke-test")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="0 = CPU workers")
@@ -54,7 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--smoke-test", action="store_true", help="2 experts, 1 epoch, 1 worker")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.num_experts is None and not args.smoke_test:
+        p.error("--num-experts is required (or --smoke-test)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -22,3 +23,10 @@ class StrictConfig(BaseModel):
 def config_fingerprint(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def absolute_uri(value: str | None) -> str | None:
+    """Local paths made absolute (Ray workers and Tune trials run in other folders); URIs kept."""
+    if value is None or "://" in value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))

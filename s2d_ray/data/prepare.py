@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pydantic import Field, model_validator
+import pyarrow.fs as pafs
+from pydantic import Field, field_validator, model_validator
 
-from s2d_ray import __version__
-from s2d_ray.config import StrictConfig, config_fingerprint
+from s2d_ray import __version__, files
+from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data import shards as sh
 from s2d_ray.data.index import DatasetIndex, Problem, VideoRecord
 from s2d_ray.data.readers.media import BadVideoError, open_media, read_clip
@@ -44,8 +45,11 @@ class PrepareConfig(StrictConfig):
     test_clips: int = Field(default=3, ge=1)
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     videos_per_shard: int = Field(default=64, ge=1)
+    max_videos_per_class: int | None = Field(default=None, ge=1, description="per split; a subset")
     strict: bool = False
     seed: int = 0
+
+    _absolute = field_validator("out", "root", "split_file")(absolute_uri)
 
     @model_validator(mode="after")
     def _known_dataset(self) -> PrepareConfig:
@@ -107,6 +111,10 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
         num_clips = config.clips_per_video if split == "train" else config.test_clips
         for part, start in enumerate(range(0, len(records), config.videos_per_shard)):
             chunk = tuple(records[start : start + config.videos_per_shard])
+            # The shard's identity includes its videos: adding or removing a video shifts
+            # records between shards, and a shard must never be kept with stale content.
+            content = [(r.video_id, r.source, r.label) for r in chunk]
+            shard_fingerprint = config_fingerprint([fingerprint, content])
             tasks.append(
                 ShardTask(
                     sh.shard_relpath(split, label, part),
@@ -116,7 +124,7 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
                     spec,
                     num_clips,
                     config.seed,
-                    fingerprint,
+                    shard_fingerprint,
                     config.out,
                     config.strict,
                 )
@@ -149,8 +157,8 @@ def build_shard(task: ShardTask) -> ShardResult:
             rows.add(
                 frames, record.label, record.class_name, record.video_id, record.split, k, indices
             )
-    fs, out = sh.filesystem(task.out)
-    path = sh.join(out, task.relpath)
+    fs, out = files.filesystem(task.out)
+    path = files.join(out, task.relpath)
     nbytes, digest = sh.write_shard(fs, path, rows.to_table(task.spec.frame_shape))
     result = ShardResult(
         task.relpath,
@@ -164,7 +172,7 @@ def build_shard(task: ShardTask) -> ShardResult:
         time.perf_counter() - started,
     )
     sidecar = {"fingerprint": task.fingerprint, **asdict(result)}
-    sh.write_json(fs, _sidecar(path), sidecar)
+    files.write_json(fs, _sidecar(path), sidecar)
     return result
 
 
@@ -174,15 +182,15 @@ def _sidecar(shard_path: str) -> str:
 
 def load_complete(task: ShardTask) -> ShardResult | None:
     """The result of an earlier run of this shard, if it finished with the same config."""
-    fs, out = sh.filesystem(task.out)
-    path = sh.join(out, task.relpath)
-    if not sh.exists(fs, _sidecar(path)):
+    fs, out = files.filesystem(task.out)
+    path = files.join(out, task.relpath)
+    if not files.exists(fs, _sidecar(path)):
         return None
-    data = sh.read_json(fs, _sidecar(path))
+    data = files.read_json(fs, _sidecar(path))
     if data.get("fingerprint") != task.fingerprint or data.get("videos") != len(task.records):
         return None
     info = fs.get_file_info(path)
-    if info.type == sh.pafs.FileType.NotFound or info.size != data["bytes"]:
+    if info.type == pafs.FileType.NotFound or info.size != data["bytes"]:
         return None
     data.pop("fingerprint")
     data["problems"] = [Problem(**p) for p in data["problems"]]
@@ -222,7 +230,7 @@ class PrepareSummary:
     reused: int
     problems: list[Problem]
     seconds: float
-    seconds_per_video: float
+    seconds_per_video: float  # wall clock of the build phase (all workers) per built video
 
 
 def prepare(
@@ -230,7 +238,7 @@ def prepare(
 ) -> PrepareSummary:
     """Build (or finish building) the shard directory ``config.out``; returns what it holds."""
     started = time.perf_counter()
-    fs, out = sh.filesystem(config.out)
+    fs, out = files.filesystem(config.out)
     _check_previous(fs, out, config)
     options = DiscoverOptions(
         root=Path(config.root) if config.root else None,
@@ -242,6 +250,8 @@ def prepare(
     if config.strict and index.problems:
         p = index.problems[0]
         raise BadVideoError(p.path, f"{p.reason} (--strict stops at the first bad entry)")
+    if config.max_videos_per_class is not None:
+        index.records = _subset(index.records, config.max_videos_per_class)
     tasks = plan_shards(index, config)
     results, todo = [], []
     for task in tasks:
@@ -249,6 +259,7 @@ def prepare(
         (results.append(done) if done else todo.append(task))
     reused = len(results)
     bar = _progress(sum(len(t.records) for t in todo), enabled=progress)
+    build_started = time.perf_counter()
     for result in runner(todo):
         results.append(result)
         bar.update(result.videos)
@@ -257,18 +268,28 @@ def prepare(
         p for r in sorted(results, key=lambda r: r.relpath) for p in r.problems
     ]
     manifest = _manifest(config, index, results, problems)
-    sh.write_json(fs, sh.join(out, sh.MANIFEST), manifest)
-    sh.write_atomic(fs, sh.join(out, sh.SKIPPED), _skipped_csv(problems))
+    files.write_json(fs, files.join(out, sh.MANIFEST), manifest)
+    files.write_atomic(fs, files.join(out, sh.SKIPPED), _skipped_csv(problems))
     elapsed = time.perf_counter() - started
     built_videos = sum(r.videos for r in results[reused:])
-    per_video = sum(r.seconds for r in results[reused:]) / max(1, built_videos)
+    per_video = (time.perf_counter() - build_started) / max(1, built_videos)
     return PrepareSummary(config.out, manifest, len(todo), reused, problems, elapsed, per_video)
 
 
+def _subset(records: list[VideoRecord], per_class: int) -> list[VideoRecord]:
+    """The first ``per_class`` videos (by id) of each class in each split: a quick-run subset."""
+    kept: dict[tuple[str, int], list[VideoRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.split, r.label, r.video_id)):
+        group = kept.setdefault((record.split, record.label), [])
+        if len(group) < per_class:
+            group.append(record)
+    return [r for group in kept.values() for r in group]
+
+
 def _check_previous(fs, out: str, config: PrepareConfig) -> None:
-    path = sh.join(out, sh.MANIFEST)
-    if sh.exists(fs, path):
-        previous = sh.read_json(fs, path)
+    path = files.join(out, sh.MANIFEST)
+    if files.exists(fs, path):
+        previous = files.read_json(fs, path)
         if previous.get("config_fingerprint") != config.content_fingerprint():
             raise FileExistsError(
                 f"{config.out} already holds shards prepared with another configuration "

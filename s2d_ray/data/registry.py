@@ -140,8 +140,8 @@ def _find(options: DiscoverOptions, pattern: str) -> list[Path]:
     assert where is not None
     if where.is_file():
         return [where] if where.match(pattern) else []
-    hits = sorted(where.glob(pattern)) + sorted(where.glob(f"*/{pattern}"))
-    return hits or sorted(where.glob(f"*/*/{pattern}"))
+    # One level down at most: deeper lies the frame tree (millions of files for UCF101).
+    return sorted(where.glob(pattern)) + sorted(where.glob(f"*/{pattern}"))
 
 
 def _index_entries(
@@ -167,17 +167,27 @@ def _index_entries(
     return index
 
 
+def _reference_csv(
+    options: DiscoverOptions, classes: list[str] | None
+) -> tuple[list[str], list[SplitEntry]] | None:
+    """The reference ``folder_name,label,split`` CSV, if there is one; classes sorted."""
+    csvs = [p for p in _find(options, "*.csv") if _has_reference_header(p)]
+    if not csvs:
+        return None
+    if len(csvs) > 1:
+        raise SplitFileError(f"several split CSVs found ({csvs[0]}, {csvs[1]}): pass --split-file")
+    entries = read_reference_csv(csvs[0], classes)
+    names = {e.class_name for e in entries}
+    numeric = all(n.isdigit() for n in names)  # labels given as indices: keep their order
+    return classes or sorted(names, key=int if numeric else str), entries
+
+
 def _ucf_entries(
     options: DiscoverOptions, classes: list[str] | None
 ) -> tuple[list[str], list[SplitEntry]]:
-    csvs = [p for p in _find(options, "*.csv") if _has_reference_header(p)]
-    if csvs:
-        if len(csvs) > 1:
-            raise SplitFileError(
-                f"several split CSVs found ({csvs[0]}, {csvs[1]}): pass --split-file"
-            )
-        entries = read_reference_csv(csvs[0], classes)
-        return classes or sorted({e.class_name for e in entries}), entries
+    found = _reference_csv(options, classes)
+    if found:
+        return found
     class_files = _find(options, "classInd.txt")
     if class_files:
         folder = class_files[0].parent
@@ -210,7 +220,8 @@ _CLIP8 = ClipSpec(frames=8, size=64, sampling="centred")
 def _miniucf(options: DiscoverOptions) -> DatasetIndex:
     """The 50 UCF101 classes of the S2D paper, UCF101 split 1 (4662 train / 1861 test)."""
     _, entries = _ucf_entries(options, MINIUCF_CLASSES)
-    entries = [e for e in entries if e.class_name in set(MINIUCF_CLASSES)]
+    wanted = set(MINIUCF_CLASSES)
+    entries = [e for e in entries if e.class_name in wanted]
     return _index_entries(options, MINIUCF_CLASSES, entries)
 
 
@@ -224,12 +235,15 @@ def _ucf101(options: DiscoverOptions) -> DatasetIndex:
 @register_dataset("hmdb51", _CLIP16)
 def _hmdb51(options: DiscoverOptions) -> DatasetIndex:
     """HMDB51: test = split-1 test list; train = every other clip (5236 / 1530)."""
+    found = _reference_csv(options, None)
+    if found:
+        return _index_entries(options, *found)
     files = _find(options, "*_test_split1.txt")
     if not files:
         raise SplitFileError(
-            "no HMDB51 split lists (<class>_test_split1.txt) under "
-            f"{options.split_file or options.root}: pass --split-file with the folder of "
-            "the official testTrainMulti lists"
+            "no HMDB51 split CSV (folder_name,label,split) or <class>_test_split1.txt lists "
+            f"under {options.split_file or options.root}: pass --split-file with the CSV or "
+            "the folder of the official testTrainMulti lists"
         )
     entries = [e for f in files for e in read_hmdb_split(f)]
     classes = sorted({f.name.removesuffix("_test_split1.txt") for f in files})
@@ -300,6 +314,9 @@ def _video_folder(options: DiscoverOptions) -> DatasetIndex:
                 )
         if items:
             per_class[class_dir.name] = items
+        else:
+            reason = "class folder holds no video files or frame folders"
+            index.problems.append(Problem(class_dir.name, str(class_dir), reason))
     if not per_class:
         raise FileNotFoundError(f"{options.root} holds no <class>/<video or frame folder> entries")
     index.classes = sorted(per_class)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from s2d_ray.files import write_atomic
 
 MANIFEST = "dataset.json"
 SKIPPED = "skipped.csv"
@@ -36,17 +34,6 @@ CLIP_SCHEMA = pa.schema(
         ("frame_indices", pa.list_(pa.int32())),
     ]
 )
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or any URI pyarrow understands (s3://, gs://, ...)."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def join(base: str, *parts: str) -> str:
-    return str(PurePosixPath(base, *parts))
 
 
 def shard_relpath(split: str, label: int, part: int) -> str:
@@ -96,15 +83,6 @@ class ClipRows:
         return pa.Table.from_pydict(columns, schema=CLIP_SCHEMA.with_metadata(meta))
 
 
-def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write then rename, so a reader never sees a torn file under the final name."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    fs.create_dir(str(PurePosixPath(path).parent), recursive=True)
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
-
-
 def write_shard(fs: pafs.FileSystem, path: str, table: pa.Table) -> tuple[int, str]:
     """Write one shard atomically (zstd); returns (bytes, sha256)."""
     sink = pa.BufferOutputStream()
@@ -112,24 +90,3 @@ def write_shard(fs: pafs.FileSystem, path: str, table: pa.Table) -> tuple[int, s
     data = sink.getvalue().to_pybytes()
     write_atomic(fs, path, data)
     return len(data), hashlib.sha256(data).hexdigest()
-
-
-def read_json(fs: pafs.FileSystem, path: str) -> Any:
-    with fs.open_input_stream(path) as handle:
-        return json.loads(handle.read())
-
-
-def write_json(fs: pafs.FileSystem, path: str, data: Any) -> None:
-    write_atomic(fs, path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-
-
-def file_sha256(fs: pafs.FileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def exists(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type != pafs.FileType.NotFound

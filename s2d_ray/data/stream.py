@@ -14,8 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 from torch.utils.data import Dataset
 
+from s2d_ray import files
 from s2d_ray.data import shards as sh
 from s2d_ray.seeding import derive_seed
 
@@ -31,14 +33,14 @@ class ClipShards:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.fs, self.root = sh.filesystem(uri)
-        manifest_path = sh.join(self.root, sh.MANIFEST)
-        if not sh.exists(self.fs, manifest_path):
+        self.fs, self.root = files.filesystem(uri)
+        manifest_path = files.join(self.root, sh.MANIFEST)
+        if not files.exists(self.fs, manifest_path):
             raise FileNotFoundError(
                 f"{uri} holds no {sh.MANIFEST}: it is not a shard directory "
                 "(make one with `python jobs/prepare_data.py --out DIR`)"
             )
-        self.manifest = sh.read_json(self.fs, manifest_path)
+        self.manifest = files.read_json(self.fs, manifest_path)
         self.classes: list[str] = self.manifest["classes"]
         self.clip_shape: tuple[int, int, int, int] = tuple(self.manifest["clip_shape"])
         self.fingerprint: str = self.manifest["fingerprint"]
@@ -51,7 +53,7 @@ class ClipShards:
         """Paths of the shards of ``split`` (optionally only some classes), in a fixed order."""
         wanted = None if labels is None else set(labels)
         paths = [
-            sh.join(self.root, s["path"])
+            files.join(self.root, s["path"])
             for s in self.manifest["shards"]
             if s["split"] == split and (wanted is None or s["label"] in wanted)
         ]
@@ -70,10 +72,10 @@ class ClipShards:
         """Recompute every shard's checksum; returns the problems found (empty when healthy)."""
         problems = []
         for s in self.manifest["shards"]:
-            path = sh.join(self.root, s["path"])
-            if not sh.exists(self.fs, path):
+            path = files.join(self.root, s["path"])
+            if not files.exists(self.fs, path):
                 problems.append(f"{path}: missing")
-            elif sh.file_sha256(self.fs, path) != s["sha256"]:
+            elif files.file_sha256(self.fs, path) != s["sha256"]:
                 problems.append(f"{path}: checksum mismatch (file changed or corrupt)")
         return problems
 
@@ -204,32 +206,37 @@ class ClipTransform:
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        x = frames.to(device or frames.device, non_blocking=True).float().div_(255.0)
-        x = x.movedim(-1, -3)  # channels before H, W
+        # Flip and transpose the uint8 data (a quarter of the bytes), then one fused
+        # multiply-add does /255 and the normalisation: ~4x faster than step by step.
+        x = frames.to(device or frames.device, non_blocking=True)
         if self.flip:
-            flip = torch.rand(x.shape[0], generator=generator) < 0.5
-            x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+            x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-2), x)
+        x = x.movedim(-1, -3).contiguous().float()  # (..., H, W, 3) -> (..., 3, H, W)
         if self.normalize == "imagenet":
-            shape = (3, 1, 1)
-            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
-            std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
-            x = (x - mean) / std
+            std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+            x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+        else:
+            x.div_(255.0)
         if self.standardize:
             x = (x - x.mean()) / x.std().clamp_min(1e-6)
-        return x.contiguous()
+        return x
 
 
 def decode_clip_bytes(
     values: Sequence[bytes] | np.ndarray, clip_shape: Sequence[int]
 ) -> np.ndarray:
     """A batch of raw clip byte strings -> one uint8 (B, T, H, W, 3) array."""
-    return np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), *clip_shape)
+    joined = bytearray().join(values)  # writable, so torch can take it without a copy
+    return np.frombuffer(joined, dtype=np.uint8).reshape(len(values), *clip_shape)
 
 
-class ClipCollate:
+class ClipCollate(NumpyBatchCollateFn):
     """Ray Data collate: a numpy batch of raw clip bytes -> (uint8 clips, int64 labels) tensors."""
 
     def __init__(self, clip_shape: Sequence[int]) -> None:
+        super().__init__()
         self.clip_shape = tuple(clip_shape)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

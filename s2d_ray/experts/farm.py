@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from s2d_ray.config import StrictConfig, config_fingerprint
-from s2d_ray.data.shards import filesystem, join
+from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.experts.training import ExpertConfig, network_config, train_expert
+from s2d_ray.files import filesystem, join
 from s2d_ray.tracking import Tracker, TrackingConfig
 
 
@@ -39,6 +39,8 @@ class FarmConfig(StrictConfig):
     gpus_per_worker: float = Field(default=0.0, ge=0)
     max_failures: int = Field(default=3, ge=0)
     expert: ExpertConfig = ExpertConfig()
+
+    _absolute = field_validator("data", "out")(absolute_uri)
 
     def run_key(self, dataset_fingerprint: str) -> str:
         """Stable id of this farm: the same command resumes the same Train and MLflow runs."""
@@ -218,8 +220,9 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
             )
             with _Progress(store, config, enabled=progress):
                 trainer.fit()
+        store.refresh()  # re-read what the workers wrote
         experts = store.experts(complete_only=True)
-        missing = sorted(set(range(config.num_experts)) - {e.expert_id for e in experts})
+        missing = _unfinished(store, config)
         if missing:
             raise RuntimeError(
                 f"farm ended with experts {missing} incomplete in {config.out}; "

@@ -25,15 +25,12 @@ locking is needed. No pickle anywhere: tensors are safetensors, everything else 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,10 +39,13 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError, safe_open
 
+from s2d_ray import files
+from s2d_ray.files import TMP_PREFIX, join, read_json, write_atomic, write_json
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_STORE_FILE, _MANIFEST, _TMP_PREFIX, _TENSOR = "store.json", "manifest.json", ".tmp-", "params"
+_STORE_FILE, _MANIFEST, _TENSOR = "store.json", "manifest.json", "params"
 _EXPERT_DIR = re.compile(r"^expert-(\d+)$")
 _REMEDY = "delete the expert directory and re-run the expert farm to retrain it"
 
@@ -70,12 +70,6 @@ class ExpertInfo:
     num_snapshots: int = 0  # epochs_completed + 1 once the init snapshot exists
 
 
-def _join(parent: str, *names: str) -> str:
-    for name in names:
-        parent = f"{parent.rstrip('/')}/{name}" if parent else name
-    return parent
-
-
 def _expert_dir(expert_id: int) -> str:
     return f"expert-{expert_id:04d}"
 
@@ -91,41 +85,28 @@ def _encode_metric(value: float) -> float | str:
 
 
 def _read_json(fs: pafs.FileSystem, path: str) -> dict | None:
+    """None when absent; a malformed manifest is corruption, with the remedy."""
     try:
-        with fs.open_input_stream(path) as f:
-            data = f.read()
+        return read_json(fs, path)
     except FileNotFoundError:
         return None
-    try:
-        return json.loads(data)
     except ValueError as e:
-        raise CorruptSnapshotError(f"{path} is not valid JSON ({e}); {_REMEDY}") from None
+        raise CorruptSnapshotError(f"{e}; {_REMEDY}") from None
 
 
 def _write_atomic(fs: pafs.FileSystem, path: str, data: bytes | dict) -> None:
     if isinstance(data, dict):
-        data = json.dumps(data, indent=1, allow_nan=False).encode()
-    parent, _, name = path.rpartition("/")
-    tmp = _join(parent, f"{_TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}")
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(data)
-        fs.move(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.delete_file(tmp)
-        raise
+        write_json(fs, path, data)
+    else:
+        write_atomic(fs, path, data)
 
 
 def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path on it, uri to show); ``filesystem`` makes ``uri`` a path on it."""
     if filesystem is not None:
         return filesystem, uri.rstrip("/"), uri
-    if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path.rstrip("/"), uri.rstrip("/")
-    path = os.path.abspath(os.path.expanduser(uri))
-    return pafs.LocalFileSystem(), path, path
+    fs, path = files.filesystem(uri)
+    return fs, path, uri.rstrip("/") if "://" in uri else path
 
 
 class TrajectoryStore:
@@ -148,23 +129,23 @@ class TrajectoryStore:
         self._read_only = False
         self._complete: dict[int, dict] = {}  # complete manifests never change: cache them
         self._pool: list[tuple[int, int]] | None = None  # (expert id, snapshots) for sampling
-        recorded = _read_json(self._fs, _join(self._root, _STORE_FILE))
+        recorded = _read_json(self._fs, join(self._root, _STORE_FILE))
         if recorded is None:
             if not create:
                 raise FileNotFoundError(f"no trajectory store at {self.uri} (no {_STORE_FILE})")
             if self._root:
                 self._fs.create_dir(self._root, recursive=True)
             header = {"format_version": FORMAT_VERSION, "created": time.time()}
-            _write_atomic(self._fs, _join(self._root, _STORE_FILE), {**header, **self._identity})
+            _write_atomic(self._fs, join(self._root, _STORE_FILE), {**header, **self._identity})
             # Re-read: a concurrent creator with another config may have won the race.
-            recorded = _read_json(self._fs, _join(self._root, _STORE_FILE)) or {}
+            recorded = _read_json(self._fs, join(self._root, _STORE_FILE)) or {}
         self._check(recorded, f"store {self.uri}")
 
     @classmethod
     def open(cls, uri: str, *, filesystem: pafs.FileSystem | None = None) -> TrajectoryStore:
         """Read-only open for consumers (MTT) that trust whatever config the store records."""
         fs, root, shown = _resolve(uri, filesystem)
-        rec = _read_json(fs, _join(root, _STORE_FILE))
+        rec = _read_json(fs, join(root, _STORE_FILE))
         if rec is None:
             raise FileNotFoundError(f"no trajectory store at {shown} (no {_STORE_FILE})")
         cfg, fp = rec["network_config"], rec["dataset_fingerprint"]
@@ -193,7 +174,7 @@ class TrajectoryStore:
     def _manifest(self, expert_id: int, *, required: bool = False) -> dict | None:
         m = self._complete.get(expert_id)
         if m is None:
-            m = _read_json(self._fs, _join(self._root, _expert_dir(expert_id), _MANIFEST))
+            m = _read_json(self._fs, join(self._root, _expert_dir(expert_id), _MANIFEST))
         if m is not None and m["status"] == "complete":
             self._complete[expert_id] = m
         if m is None and required:
@@ -204,7 +185,7 @@ class TrajectoryStore:
         snaps, eid = m["snapshots"], m["expert_id"]
         names = dict.fromkeys(k for s in snaps for k in s["metrics"])
         metrics = {k: [float(s["metrics"].get(k, math.nan)) for s in snaps] for k in names}
-        path, done = _join(self.uri, _expert_dir(eid)), m["status"] == "complete"
+        path, done = join(self.uri, _expert_dir(eid)), m["status"] == "complete"
         return ExpertInfo(
             eid,
             m["seed"],
@@ -245,7 +226,7 @@ class TrajectoryStore:
             have = f"epochs 0..{len(snaps) - 1}" if snaps else "no snapshots"
             raise IndexError(f"expert {m['expert_id']} has {have}, asked for epoch {epoch}")
         entry = snaps[epoch]
-        path = _join(self._root, _expert_dir(m["expert_id"]), entry["file"])
+        path = join(self._root, _expert_dir(m["expert_id"]), entry["file"])
 
         def bad(why: str) -> CorruptSnapshotError:
             return CorruptSnapshotError(f"snapshot {path} {why}; {_REMEDY}")
@@ -308,7 +289,7 @@ class TrajectoryStore:
         problems = []
         for eid in self._expert_ids():
             try:
-                m = _read_json(self._fs, _join(self._root, _expert_dir(eid), _MANIFEST))
+                m = _read_json(self._fs, join(self._root, _expert_dir(eid), _MANIFEST))
                 if m is not None:  # else: crashed before its first manifest, not an expert yet
                     self._check(m, f"expert {eid}")
             except (CorruptSnapshotError, StoreMismatchError) as e:
@@ -329,9 +310,9 @@ class ExpertWriter:
 
     def __init__(self, store: TrajectoryStore, expert_id: int, *, seed: int, planned_epochs: int):
         self._store, self.expert_id = store, expert_id
-        self._fs, self._dir = store._fs, _join(store._root, _expert_dir(expert_id))
+        self._fs, self._dir = store._fs, join(store._root, _expert_dir(expert_id))
         self._fs.create_dir(self._dir, recursive=True)
-        m = _read_json(self._fs, _join(self._dir, _MANIFEST))
+        m = _read_json(self._fs, join(self._dir, _MANIFEST))
         if m is None:
             m = {
                 "format_version": FORMAT_VERSION,
@@ -386,14 +367,14 @@ class ExpertWriter:
         for info in self._fs.get_file_info(pafs.FileSelector(self._dir)):
             name = info.base_name
             unlisted = name.endswith(".safetensors") and name not in listed
-            if info.type.name == "File" and (name.startswith(_TMP_PREFIX) or unlisted):
+            if info.type.name == "File" and (name.startswith(TMP_PREFIX) or unlisted):
                 self._fs.delete_file(info.path)
 
     def _save(self) -> None:
         self._m["epochs_completed"] = max(self.next_epoch - 1, 0)
         self._m["updated"] = time.time()
         self._store._complete.pop(self.expert_id, None)
-        _write_atomic(self._fs, _join(self._dir, _MANIFEST), self._m)
+        _write_atomic(self._fs, join(self._dir, _MANIFEST), self._m)
 
     def last_snapshot(self) -> torch.Tensor | None:
         return self._store._read(self._m, self.next_epoch - 1) if self.next_epoch else None
@@ -419,7 +400,7 @@ class ExpertWriter:
         meta = {"expert_id": str(self.expert_id), "epoch": str(epoch)}
         data = safetensors.torch.save({_TENSOR: params}, metadata=meta)
         name = f"epoch-{epoch:04d}.safetensors"
-        _write_atomic(self._fs, _join(self._dir, name), data)
+        _write_atomic(self._fs, join(self._dir, name), data)
         encoded = {k: _encode_metric(v) for k, v in (metrics or {}).items()}
         sha = hashlib.sha256(data).hexdigest()
         entry = {"epoch": epoch, "file": name, "bytes": len(data), "sha256": sha}

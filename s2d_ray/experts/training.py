@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from s2d_ray.config import StrictConfig
+from s2d_ray.config import StrictConfig, config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.models import autocast_context, create, flatten_params
@@ -57,9 +57,20 @@ class ExpertConfig(StrictConfig):
 
 
 def network_config(config: ExpertConfig, clip_shape: tuple[int, ...], num_classes: int) -> dict:
-    """What a trajectory store records about the network; (T, H, W, 3) -> (T, 3, H, W)."""
+    """What a trajectory store records about the experts' network and training.
+
+    ``training`` fingerprints every setting that shapes a trajectory (all but ``epochs`` and
+    ``eval_batch_size``), so a store never mixes experts trained two ways. Clip shapes are
+    (T, H, W, 3) on disk and (T, 3, H, W) for networks.
+    """
     t, h, w, c = clip_shape
-    return {"name": config.network, "num_classes": num_classes, "clip_shape": [t, c, h, w]}
+    training = config_fingerprint(config.model_dump(exclude={"epochs", "eval_batch_size"}))
+    return {
+        "name": config.network,
+        "num_classes": num_classes,
+        "clip_shape": [t, c, h, w],
+        "training": training,
+    }
 
 
 def build_network(config: ExpertConfig, net: dict, seed: int, device: torch.device) -> nn.Module:

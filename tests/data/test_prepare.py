@@ -236,4 +236,23 @@ def test_plan_is_deterministic_and_sorted(tmp_path):
     index = discover("video-folder", DiscoverOptions(root=root, test_fraction=0.25))
     plan = plan_shards(index, cfg)
     assert [t.relpath for t in plan] == sorted(t.relpath for t in plan)
+    index.records = index.records[::-1]  # discovery order must not matter
     assert plan == plan_shards(index, cfg)
+
+
+def test_resume_never_keeps_a_shard_whose_videos_changed(tmp_path):
+    root = video_tree(tmp_path / "raw")
+    prepare(config(root, tmp_path / "out"), progress=False)
+    write_video(root / "jump" / "jump00.avi", 25, size=(96, 72))  # sorts first: shifts shards
+    resumed = prepare(config(root, tmp_path / "out"), progress=False)
+    clean = prepare(config(root, tmp_path / "clean"), progress=False)
+    assert resumed.built > 0
+    assert shard_digests(tmp_path / "out") == shard_digests(tmp_path / "clean")
+    assert resumed.manifest["counts"] == clean.manifest["counts"]
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = PrepareConfig(dataset="video-folder", root="raw", out="out")
+    assert cfg.root == str(tmp_path / "raw") and cfg.out == str(tmp_path / "out")
+    assert PrepareConfig(dataset="embedded", out="s3://bucket/shards").out == "s3://bucket/shards"

@@ -204,3 +204,34 @@ def test_missing_root_is_a_clear_error(tmp_path):
         discover("ucf101", opts(tmp_path / "nope"))
     with pytest.raises(ValueError, match="needs --root"):
         discover("hmdb51", DiscoverOptions(root=None))
+
+
+def test_numeric_csv_labels_keep_numeric_order(tmp_path):
+    ucf_frames(tmp_path, ["v0", "v1", "v2", "v10"])
+    rows = "".join(f"v{n},{n},train\n" for n in (0, 1, 2, 10))
+    (tmp_path / "split.csv").write_text("folder_name,label,split\n" + rows)
+    index = discover("ucf101", opts(tmp_path))
+    assert index.classes == ["0", "1", "2", "10"]
+    assert {r.video_id: r.label for r in index.records} == {"v0": 0, "v1": 1, "v2": 2, "v10": 3}
+
+
+def test_hmdb51_from_the_reference_csv(tmp_path):
+    for name in ("a", "b"):
+        write_frame_folder(tmp_path / "jpegs_112" / name, 2, size=(32, 24))
+    (tmp_path / "hmdb.csv").write_text("folder_name,label,split\na,wave,train\nb,clap,test\n")
+    index = discover("hmdb51", opts(tmp_path))
+    assert index.classes == ["clap", "wave"]
+    assert sorted((r.video_id, r.label, r.split) for r in index.records) == [
+        ("a", 1, "train"),
+        ("b", 0, "test"),
+    ]
+
+
+def test_video_folder_lists_an_empty_class_folder(tmp_path):
+    write_frame_folder(tmp_path / "jump" / "j0", 2, size=(32, 24))
+    (tmp_path / "wave").mkdir()
+    index = discover("video-folder", opts(tmp_path))
+    assert index.classes == ["jump"]
+    assert [(p.video_id, p.reason) for p in index.problems] == [
+        ("wave", "class folder holds no video files or frame folders")
+    ]

@@ -22,6 +22,13 @@ def test_experts_are_split_round_robin_without_overlap():
     assert assigned_experts(todo, 0, 1) == todo
 
 
+def test_farm_paths_are_absolute_for_workers_in_other_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = FarmConfig(data="work/data", out="work/experts", num_experts=1)
+    assert config.data == str(tmp_path / "work/data")
+    assert config.out == str(tmp_path / "work/experts")
+
+
 def farm_config(data, out, **kw):
     expert = ExpertConfig(epochs=kw.pop("epochs", 1), batch_size=4)
     return FarmConfig(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from s2d_ray.data import ArrowClipDataset, ClipShards
-from s2d_ray.experts.store import TrajectoryStore
+from s2d_ray.experts.store import StoreMismatchError, TrajectoryStore
 from s2d_ray.experts.training import ExpertConfig, network_config, train_expert
 from s2d_ray.models import create, flatten_params
 
@@ -97,3 +97,11 @@ def test_complete_expert_is_not_retrained_and_can_be_extended(tmp_path, data):
     assert calls == []
     info = train_expert(0, ExpertConfig(epochs=2, batch_size=4), train, test, store)
     assert info.epochs_completed == 2 and info.complete
+
+
+def test_a_store_never_mixes_experts_trained_with_other_settings(tmp_path, data):
+    shards, _, _ = data
+    open_store(tmp_path / "s", shards, ExpertConfig(epochs=1))
+    open_store(tmp_path / "s", shards, ExpertConfig(epochs=5))  # longer: same trajectories
+    with pytest.raises(StoreMismatchError):
+        open_store(tmp_path / "s", shards, ExpertConfig(epochs=1, lr_teacher=0.02))

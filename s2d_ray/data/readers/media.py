@@ -31,6 +31,9 @@ class BadVideoError(ValueError):
         self.path = str(path)
         self.reason = reason
 
+    def __reduce__(self):  # picklable, so Ray returns it intact from a task (--strict)
+        return (type(self), (self.path, self.reason))
+
 
 class Media(Protocol):
     num_frames: int
