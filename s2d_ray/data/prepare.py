@@ -23,7 +23,7 @@ from s2d_ray import __version__, files
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data import shards as sh
 from s2d_ray.data.index import DatasetIndex, Problem, VideoRecord
-from s2d_ray.data.readers.media import BadVideoError, open_media, read_clip
+from s2d_ray.data.readers.media import BadVideoError, open_media, read_clips
 from s2d_ray.data.registry import DiscoverOptions, discover, get_dataset
 from s2d_ray.data.spec import ClipSpec, SamplingPolicy, ShortPolicy
 from s2d_ray.seeding import numpy_rng
@@ -140,10 +140,7 @@ def build_shard(task: ShardTask) -> ShardResult:
         rng = numpy_rng(task.seed, "clips", record.split, record.video_id)
         try:
             media = open_media(record)
-            clips = [
-                read_clip(media, task.spec, clip=k, num_clips=task.num_clips, rng=rng)
-                for k in range(task.num_clips)
-            ]
+            clips = read_clips(media, task.spec, num_clips=task.num_clips, rng=rng)
         except BadVideoError as exc:
             if task.strict:
                 raise BadVideoError(

@@ -14,7 +14,7 @@ from s2d_ray.data.readers.media import (
     FrameFolder,
     VideoFile,
     open_media,
-    read_clip,
+    read_clips,
     resize_and_crop,
 )
 from s2d_ray.data.spec import ClipSpec
@@ -92,7 +92,7 @@ def test_truncated_video_gives_a_clip_from_the_frames_that_remain(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     media = open_media(VideoRecord("t", str(path), "video", 0, "c", "train"))
     assert 0 < media.num_frames < 40
-    clip, idx = read_clip(media, SPEC8, clip=0, num_clips=1, rng=np.random.default_rng(0))
+    [(clip, idx)] = read_clips(media, SPEC8, num_clips=1, rng=np.random.default_rng(0))
     assert clip.shape == (8, 64, 64, 3) and idx[-1] < media.num_frames
     assert decoded_frame_numbers(clip) == [i % 20 for i in idx]
 
@@ -106,7 +106,7 @@ def test_bad_video_error_survives_pickling_for_ray_tasks():
 def test_embedded_media_renders_at_requested_size():
     record = VideoRecord("e", "embedded://3/1234", "embedded", 3, "x", "train")
     media = open_media(record)
-    clip, idx = read_clip(media, SPEC8, clip=0, num_clips=1, rng=np.random.default_rng(0))
+    [(clip, idx)] = read_clips(media, SPEC8, num_clips=1, rng=np.random.default_rng(0))
     assert clip.shape == (8, 64, 64, 3) and len(idx) == 8
 
 
@@ -122,8 +122,20 @@ def test_real_dark_clips_decode_through_pyav(shared_data: Path):
         shared_data / "misc_samples/decord_flipping_a_pancake.mkv",
     ]:
         media = VideoFile(path)
-        clip, idx = read_clip(media, spec, clip=0, num_clips=1, rng=np.random.default_rng(0))
+        [(clip, idx)] = read_clips(media, spec, num_clips=1, rng=np.random.default_rng(0))
         assert clip.shape == (16, 112, 112, 3)
         assert idx == sorted(idx) and idx[-1] < media.num_frames
     assert VideoFile(shared_data / "arid11/Sit/Sit_25_14.mp4").num_frames == 151
     assert VideoFile(shared_data / "arid11/Turn/Turn_1_1.mp4").num_frames == 36
+
+
+def test_several_clips_decode_each_frame_once_in_their_own_order(tmp_path):
+    media = VideoFile(write_video(tmp_path / "v.avi", 30))
+    reads = []
+    original = media.read
+    media.read = lambda idx, size: reads.append(list(idx)) or original(idx, size)
+    clips = read_clips(media, SPEC8, num_clips=3, rng=np.random.default_rng(0))
+    assert len(reads) == 1 and reads[0] == sorted(set(reads[0]))
+    for clip, idx in clips:
+        assert decoded_frame_numbers(clip) == [i % 20 for i in idx]
+    assert len({tuple(idx) for _, idx in clips}) == 3  # three phases, three different clips

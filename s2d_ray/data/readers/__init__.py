@@ -1,5 +1,5 @@
 """Readers turn one VideoRecord into a clip of uint8 frames (T, S, S, 3)."""
 
-from s2d_ray.data.readers.media import BadVideoError, open_media, read_clip, resize_and_crop
+from s2d_ray.data.readers.media import BadVideoError, open_media, read_clips, resize_and_crop
 
-__all__ = ["BadVideoError", "open_media", "read_clip", "resize_and_crop"]
+__all__ = ["BadVideoError", "open_media", "read_clips", "resize_and_crop"]

@@ -164,23 +164,31 @@ def open_media(record: VideoRecord) -> Media:
     return EmbeddedVideo(record.source)
 
 
-def read_clip(
-    media: Media, spec: ClipSpec, *, clip: int, num_clips: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list[int]]:
-    """One clip (T, S, S, 3) uint8 and its source frame indices.
+def read_clips(
+    media: Media, spec: ClipSpec, *, num_clips: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, list[int]]]:
+    """All ``num_clips`` clips of one video as (uint8 (T, S, S, 3), source frame indices).
 
-    A video whose decoder stops short of its listed length is re-sampled once within the
-    frames that did decode, so truncated files still give a valid clip.
+    Every needed frame is decoded once, however many clips share it. A video whose decoder
+    stops short of its listed length is re-sampled once within the frames that did decode,
+    so truncated files still give valid clips.
     """
     source = getattr(media, "path", None) or getattr(media, "folder", None) or "embedded"
     num_frames = media.num_frames
     for _ in range(2):
         try:
-            indices = clip_indices(num_frames, spec, clip=clip, num_clips=num_clips, rng=rng)
+            picks = [
+                clip_indices(num_frames, spec, clip=k, num_clips=num_clips, rng=rng)
+                for k in range(num_clips)
+            ]
         except ShortVideoError as exc:
             raise BadVideoError(source, str(exc)) from exc
+        wanted = sorted({i for pick in picks for i in pick})
         try:
-            return media.read(indices, spec.size), indices
+            frames = media.read(wanted, spec.size)
         except _Shortfall as short:
             num_frames = short.decoded
+            continue
+        row = {i: r for r, i in enumerate(wanted)}
+        return [(frames[[row[i] for i in pick]], pick) for pick in picks]
     raise BadVideoError(source, f"decoder stopped after {num_frames} frames; the file is truncated")
