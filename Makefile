@@ -32,6 +32,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/data_throughput.py
+	$(PY) bench/expert_farm.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

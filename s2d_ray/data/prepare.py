@@ -97,7 +97,6 @@ class ShardResult:
     sha256: str
     videos: int
     problems: list[Problem] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
@@ -134,7 +133,6 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
 
 def build_shard(task: ShardTask) -> ShardResult:
     """Decode every clip of one shard and write it; runs in a Ray task or in-process."""
-    started = time.perf_counter()
     rows, problems = sh.ClipRows.empty(), []
     for record in task.records:
         rng = numpy_rng(task.seed, "clips", record.split, record.video_id)
@@ -166,7 +164,6 @@ def build_shard(task: ShardTask) -> ShardResult:
         digest,
         len(task.records),
         problems,
-        time.perf_counter() - started,
     )
     sidecar = {"fingerprint": task.fingerprint, **asdict(result)}
     files.write_json(fs, _sidecar(path), sidecar)
@@ -184,7 +181,7 @@ def load_complete(task: ShardTask) -> ShardResult | None:
     if not files.exists(fs, _sidecar(path)):
         return None
     data = files.read_json(fs, _sidecar(path))
-    if data.get("fingerprint") != task.fingerprint or data.get("videos") != len(task.records):
+    if data.get("fingerprint") != task.fingerprint:  # it covers the shard's video list
         return None
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound or info.size != data["bytes"]:
@@ -261,6 +258,7 @@ def prepare(
         results.append(result)
         bar.update(result.videos)
     bar.close()
+    build_seconds = time.perf_counter() - build_started
     problems = index.problems + [
         p for r in sorted(results, key=lambda r: r.relpath) for p in r.problems
     ]
@@ -269,7 +267,7 @@ def prepare(
     files.write_atomic(fs, files.join(out, sh.SKIPPED), _skipped_csv(problems))
     elapsed = time.perf_counter() - started
     built_videos = sum(r.videos for r in results[reused:])
-    per_video = (time.perf_counter() - build_started) / max(1, built_videos)
+    per_video = build_seconds / max(1, built_videos)
     return PrepareSummary(config.out, manifest, len(todo), reused, problems, elapsed, per_video)
 
 

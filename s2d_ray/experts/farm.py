@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from pydantic import Field, field_validator
@@ -25,8 +25,8 @@ from pydantic import Field, field_validator
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
-from s2d_ray.experts.training import ExpertConfig, network_config, train_expert
-from s2d_ray.files import filesystem, join
+from s2d_ray.experts.training import ExpertConfig, is_trained, network_config, train_expert
+from s2d_ray.files import join
 from s2d_ray.tracking import Tracker, TrackingConfig
 
 
@@ -186,9 +186,10 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
             source=config.data,
         )
         if todo:
+            # Before ray.init, so that the workers it starts inherit it: no duplicated prints.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
             if not ray.is_initialized():
                 ray.init(configure_logging=False)
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
             loop_config = {
                 "farm": config.model_dump(mode="json"),
                 "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
@@ -196,7 +197,7 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
                 "test_ref": ray.put(shards.read_table("test")),
                 "network": network,
                 "dataset_fingerprint": shards.fingerprint,
-                "tracking": tracking.__dict__,
+                "tracking": asdict(tracking),
                 "parent_run_id": parent.run_id,
                 "run_key": run_key,
                 "todo": todo,
@@ -233,20 +234,12 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
 
 
 def _unfinished(store: TrajectoryStore, config: FarmConfig) -> list[int]:
-    todo = []
-    for expert_id in range(config.num_experts):
-        info = store.expert(expert_id)
-        if info is None or not info.complete or info.epochs_completed < config.expert.num_epochs:
-            todo.append(expert_id)
-    return todo
+    return [i for i in range(config.num_experts) if not is_trained(store.expert(i), config.expert)]
 
 
 def _train_storage(config: FarmConfig) -> str:
     """Ray Train's run folder sits inside the store (``_train/``), which lists experts only."""
-    if "://" in config.out:
-        return join(config.out, "_train")
-    _, path = filesystem(config.out)
-    return join(path, "_train")
+    return join(config.out, "_train")  # out is absolute or a URI (FarmConfig makes it so)
 
 
 class _Progress:

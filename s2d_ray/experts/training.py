@@ -128,6 +128,11 @@ def train_epoch(
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
+def is_trained(info: ExpertInfo | None, config: ExpertConfig) -> bool:
+    """A complete expert with at least the epochs ``config`` asks for: nothing left to train."""
+    return info is not None and info.complete and info.epochs_completed >= config.num_epochs
+
+
 def train_expert(
     expert_id: int,
     config: ExpertConfig,
@@ -146,7 +151,7 @@ def train_expert(
     device = torch.device(device)
     seed = config.expert_seed(expert_id)
     done = store.expert(expert_id)
-    if done is not None and done.complete and done.epochs_completed >= config.num_epochs:
+    if is_trained(done, config):
         return done
     writer = store.writer(expert_id, seed=seed, planned_epochs=config.num_epochs)
     model = build_network(config, store.network_config, seed, device)
