@@ -22,6 +22,7 @@ import pyarrow
 import ray
 import ray.data
 import torch
+from calibration import print_calibration
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -69,7 +70,8 @@ def prepare_timed(raw: Path, out: Path, args, runner) -> dict:
     """Our pipeline on the same clips; test_fraction=0 puts every video in the train split."""
     config = PrepareConfig(dataset="video-folder", root=str(raw), out=str(out),
                            frames=args.frames, size=args.size, sampling="stride",
-                           test_fraction=0.0, videos_per_shard=25)  # fmt: skip
+                           test_fraction=0.0, videos_per_shard=25,
+                           clips_per_video=1)  # fmt: skip
     s = prepare(config, runner=runner, progress=False)
     counts = s.manifest["counts"]
     assert set(counts) == {"train"} and counts["train"]["videos"] == args.clips, counts
@@ -202,6 +204,7 @@ def main() -> None:
     ap.add_argument("--workdir", help="empty or new folder, kept (default: a temp dir, removed)")
     ap.add_argument("--smoke-test", action="store_true", help="24 tiny clips, 1 pass each")
     args = ap.parse_args()
+    print_calibration()
     if args.smoke_test:
         args.clips, args.frames, args.size, args.batch_size, args.repeats = 24, 4, 32, 8, 1
     if args.workdir and Path(args.workdir).exists() and any(Path(args.workdir).iterdir()):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from calibration import print_calibration
 
 from s2d_ray.data import PrepareConfig, prepare
 from s2d_ray.experts.farm import FarmConfig, run_farm
@@ -135,6 +136,7 @@ def main() -> None:
     p.add_argument("--reference-experts", type=int, default=10)
     p.add_argument("--smoke-test", action="store_true")
     args = p.parse_args()
+    print_calibration()
     if args.smoke_test:
         args.videos_per_class, args.experts_per_worker, args.epochs = 1, 1, 1
         args.reference_experts = 2
@@ -158,8 +160,8 @@ def main() -> None:
         one, two = runs
         print(
             f"\n1. Scaling ({os.cpu_count()} CPUs, torch {torch.__version__}, convnet3d "
-            f"8x64x64, {args.videos_per_class * 10} train clips, {args.epochs} epochs, "
-            f"batch {args.batch_size}, 1 CPU thread per worker)"
+            f"8x64x64, {args.videos_per_class * 10} train videos (4 stored clips each, one "
+            f"per epoch), {args.epochs} epochs, batch {args.batch_size}, 1 CPU thread per worker)"
         )
         print(
             f"{'workers':>8} {'expert-epochs':>14} {'wall s':>8} {'per hour (wall)':>16} "

@@ -29,7 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sampling", choices=["stride", "centred", "segments"])
     p.add_argument("--stride", type=int, help="frame step of the stride policy (default 4)")
     p.add_argument("--short", choices=["pad", "loop", "reject"], help="short-video policy")
-    p.add_argument("--clips-per-video", type=int, default=1, help="train clips per video")
+    p.add_argument(
+        "--clips-per-video",
+        type=int,
+        help="train clips per video, drawn at stratified starts; expert epochs pick one per "
+        "video per epoch (temporal jitter). Default: the dataset's (4)",
+    )
     p.add_argument("--test-clips", type=int, default=3, help="test clips per video")
     p.add_argument("--test-fraction", type=float, default=0.2, help="video-folder test share")
     p.add_argument("--videos-per-shard", type=int, default=64)

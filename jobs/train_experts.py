@@ -29,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="0 = CPU workers")
-    p.add_argument("--epochs", type=int, help="default: max_start_epoch + expert_epochs")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="default: max_start_epoch - 1 + expert_epochs, all MTT reads; more extends a store",
+    )
     p.add_argument("--max-start-epoch", type=int, default=10)
     p.add_argument("--expert-epochs", type=int, default=1)
     p.add_argument("--lr-teacher", type=float, default=0.01)
@@ -37,8 +41,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--network", default="convnet3d")
     p.add_argument(
         "--flip",
-        action="store_true",
-        help="random horizontal flips (not for datasets whose classes differ by left/right motion)",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flip per clip; default: the dataset's (on for ucf101, miniucf "
+        "and hmdb51, as the paper; off for kinetics400, ssv2, embedded and video-folder)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="fp32 as the paper's experts; bf16 autocast applies on CUDA only",
     )
     p.add_argument(
         "--no-standardize",
@@ -73,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             expert_epochs=args.expert_epochs,
             epochs=args.epochs,
             flip=args.flip,
+            precision=args.precision,
             standardize=not args.no_standardize,
             seed=args.seed,
         )
@@ -102,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     for e in summary.experts:
         acc = e.metrics.get("test_acc", [])
         shown = " ".join(f"{a:.3f}" for a in acc)
-        print(f"  expert {e.expert_id}: {e.epochs_completed} epochs, test_acc per epoch: {shown}")
+        print(
+            f"  expert {e.expert_id}: {e.epochs_completed} epochs ({e.precision}), "
+            f"test_acc per epoch: {shown}"
+        )
     if tracking.enabled:
         print(
             f"MLflow: {tracking.uri} (experiment {tracking.experiment}, "

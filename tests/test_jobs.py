@@ -21,7 +21,9 @@ def test_prepare_data_smoke_test_runs_in_process(tmp_path, capsys):
     out = tmp_path / "data"
     assert job.main(["--dataset", "embedded", "--out", str(out), "--local", "--smoke-test"]) == 0
     manifest = json.loads((out / "dataset.json").read_text())
-    assert manifest["counts"]["train"]["clips"] == 40 and manifest["counts"]["test"]["clips"] == 120
+    assert (
+        manifest["counts"]["train"]["clips"] == 160 and manifest["counts"]["test"]["clips"] == 120
+    )
     printed = capsys.readouterr().out
     assert "dataset embedded: 10 classes" in printed and "skipped: 0" in printed
 
@@ -44,6 +46,14 @@ def test_prepare_data_bad_input_exits_2_naming_the_fix(
     monkeypatch.chdir(tmp_path)
     assert load_job("prepare_data").main(args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "flip"), [([], None), (["--flip"], True), (["--no-flip"], False)])
+def test_train_experts_flip_flag_overrides_the_dataset_default(flag, flip):
+    args = load_job("train_experts").parse_args(
+        ["--data", "d", "--out", "o", "--smoke-test", *flag]
+    )
+    assert args.flip is flip and args.precision == "fp32"
 
 
 def test_train_experts_rejects_a_folder_without_shards(tmp_path, capsys):

@@ -41,7 +41,9 @@ class PrepareConfig(StrictConfig):
     sampling: SamplingPolicy | None = None
     stride: int | None = Field(default=None, ge=1)
     short: ShortPolicy | None = None
-    clips_per_video: int = Field(default=1, ge=1)
+    clips_per_video: int | None = Field(
+        default=None, ge=1, description="train clips per video; default: the dataset's"
+    )
     test_clips: int = Field(default=3, ge=1)
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     videos_per_shard: int = Field(default=64, ge=1)
@@ -66,10 +68,15 @@ class PrepareConfig(StrictConfig):
                 base[key] = getattr(self, key)
         return ClipSpec(**base)
 
+    def train_clips(self) -> int:
+        """Train clips stored per video (expert epochs draw one of them per epoch)."""
+        return self.clips_per_video or get_dataset(self.dataset).train_clips
+
     def content_fingerprint(self) -> str:
         """Hash of the fields that change shard bytes (not --strict, not the output path)."""
         data = self.model_dump(mode="json", exclude={"strict", "out"})
         data["clip"] = self.clip_spec().model_dump()
+        data["clips_per_video"] = self.train_clips()
         return config_fingerprint(data)
 
 
@@ -107,7 +114,7 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
         groups.setdefault((record.split, record.label), []).append(record)
     tasks = []
     for (split, label), records in sorted(groups.items()):
-        num_clips = config.clips_per_video if split == "train" else config.test_clips
+        num_clips = config.train_clips() if split == "train" else config.test_clips
         for part, start in enumerate(range(0, len(records), config.videos_per_shard)):
             chunk = tuple(records[start : start + config.videos_per_shard])
             # The shard's identity includes its videos: adding or removing a video shifts
@@ -328,6 +335,7 @@ def _manifest(
         "classes": index.classes,
         "clip": spec.model_dump(),
         "clip_shape": list(spec.frame_shape),
+        "clips_per_video": {"train": config.train_clips(), "test": config.test_clips},
         "counts": counts,
         "shards": shards,
         "skipped": len(problems),

@@ -92,23 +92,47 @@ class DiscoverOptions:
     seed: int = 0
 
 
+# Train clips stored per video. Expert epochs draw one of them per video per epoch, the
+# temporal jitter of SPEC §1 (the reference drew a fresh start from every valid one). Four
+# clips at stratified starts (one per quarter of the valid range, or four centred phases)
+# cover the whole video: each of the 10 expert epochs sees one of 4 distinct clips, at 4x
+# the bytes of one clip per video (MiniUCF at 16x112²: ~4 GiB of zstd shards).
+TRAIN_CLIPS_PER_VIDEO = 4
+
+
 @dataclass(frozen=True)
 class DatasetDefinition:
+    """``flip``: whether training on real clips mirrors them (SPEC §1: the reference flips
+    UCF101/MiniUCF and HMDB51; its Kinetics-400 and SSv2 loaders never flip, and flips would
+    swap the left/right motion classes of SSv2 and of the embedded set)."""
+
     name: str
     clip: ClipSpec
     discover: Callable[[DiscoverOptions], DatasetIndex]
     needs_root: bool = True
     description: str = ""
+    flip: bool = False
+    train_clips: int = TRAIN_CLIPS_PER_VIDEO
 
 
 DATASETS: dict[str, DatasetDefinition] = {}
 
 
-def register_dataset(name: str, clip: ClipSpec, *, needs_root: bool = True, description: str = ""):
+def register_dataset(
+    name: str,
+    clip: ClipSpec,
+    *,
+    needs_root: bool = True,
+    description: str = "",
+    flip: bool = False,
+    train_clips: int = TRAIN_CLIPS_PER_VIDEO,
+):
     def wrap(fn: Callable[[DiscoverOptions], DatasetIndex]):
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
-        DATASETS[name] = DatasetDefinition(name, clip, fn, needs_root, description or fn.__doc__)
+        DATASETS[name] = DatasetDefinition(
+            name, clip, fn, needs_root, description or fn.__doc__, flip, train_clips
+        )
         return fn
 
     return wrap
@@ -216,7 +240,7 @@ _CLIP16 = ClipSpec(frames=16, size=112, sampling="stride", stride=4)
 _CLIP8 = ClipSpec(frames=8, size=64, sampling="centred")
 
 
-@register_dataset("miniucf", _CLIP16)
+@register_dataset("miniucf", _CLIP16, flip=True)
 def _miniucf(options: DiscoverOptions) -> DatasetIndex:
     """The 50 UCF101 classes of the S2D paper, UCF101 split 1 (4662 train / 1861 test)."""
     _, entries = _ucf_entries(options, MINIUCF_CLASSES)
@@ -225,14 +249,14 @@ def _miniucf(options: DiscoverOptions) -> DatasetIndex:
     return _index_entries(options, MINIUCF_CLASSES, entries)
 
 
-@register_dataset("ucf101", _CLIP16)
+@register_dataset("ucf101", _CLIP16, flip=True)
 def _ucf101(options: DiscoverOptions) -> DatasetIndex:
     """UCF101, split 1 (9537 train / 3783 test)."""
     classes, entries = _ucf_entries(options, None)
     return _index_entries(options, classes, entries)
 
 
-@register_dataset("hmdb51", _CLIP16)
+@register_dataset("hmdb51", _CLIP16, flip=True)
 def _hmdb51(options: DiscoverOptions) -> DatasetIndex:
     """HMDB51: test = split-1 test list; train = every other clip (5236 / 1530)."""
     found = _reference_csv(options, None)

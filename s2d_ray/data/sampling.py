@@ -18,8 +18,9 @@ def clip_indices(
 
     Indices are 0-based and non-decreasing, except that the ``loop`` short policy wraps.
 
-    Random policies draw from ``rng``; ``centred`` is deterministic and spreads several clips
-    over evenly spaced phases (clip k of K at phase (k + 0.5) / K; K = 1 is the centred clip).
+    Random policies draw from ``rng``. ``stride`` draws clip k of K from the k-th of K equal
+    slices of the valid starts; ``centred`` is deterministic and spreads several clips over
+    evenly spaced phases (clip k of K at phase (k + 0.5) / K; K = 1 is the centred clip).
     """
     n, t = num_source_frames, spec.frames
     if n <= 0:
@@ -28,8 +29,12 @@ def clip_indices(
         return _short_indices(n, spec)
     if spec.sampling == "stride":
         skip = spec.stride if n >= t * spec.stride else n // t
-        last_start = n - (t - 1) * skip - 1
-        start = int(rng.integers(0, last_start + 1))
+        starts = n - (t - 1) * skip  # valid starts: 0 .. starts - 1
+        # Stratified: clip k of K starts in the k-th of K equal slices of the valid starts,
+        # so a few stored clips cover the whole video (K = 1: uniform over all starts).
+        low = clip * starts // num_clips
+        high = max(low + 1, (clip + 1) * starts // num_clips)
+        start = int(rng.integers(low, high))
         return [start + i * skip for i in range(t)]
     if spec.sampling == "centred":
         phase = (clip + 0.5) / num_clips

@@ -49,6 +49,11 @@ class ClipShards:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def train_clips_per_video(self) -> int:
+        """Train clips stored per video (shards from before this was recorded held one)."""
+        return int(self.manifest.get("clips_per_video", {}).get("train", 1))
+
     def files(self, split: str, labels: Sequence[int] | None = None) -> list[str]:
         """Paths of the shards of ``split`` (optionally only some classes), in a fixed order."""
         wanted = None if labels is None else set(labels)
@@ -62,7 +67,9 @@ class ClipShards:
             raise ValueError(f"{self.uri} has no {split!r} clips{which}")
         return paths
 
-    def read_table(self, split: str, columns: Sequence[str] = ("frames", "label")) -> pa.Table:
+    def read_table(
+        self, split: str, columns: Sequence[str] = ("frames", "label", "video_id")
+    ) -> pa.Table:
         tables = [
             pq.read_table(p, columns=list(columns), filesystem=self.fs) for p in self.files(split)
         ]
@@ -119,6 +126,39 @@ class ArrowClipDataset(Dataset):
             where += [(k, i) for i in range(len(chunk))]
         self._where = np.asarray(where, dtype=np.int64).reshape(-1, 2)
         self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+        self._group_videos(table)
+
+    def _group_videos(self, table: pa.Table) -> None:
+        """Rows of each video (train shards hold several clips per video); without a
+        ``video_id`` column every clip counts as its own video."""
+        labels = self.labels.tolist()
+        if "video_id" in table.column_names:
+            ids = table.column("video_id").to_pylist()
+            keys = [f"{label}/{vid}" for label, vid in zip(labels, ids, strict=True)]
+        else:
+            keys = [f"{label}/row-{i}" for i, label in enumerate(labels)]
+        rows: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            rows.setdefault(key, []).append(i)
+        self.video_keys: list[str] = list(rows)
+        self.video_rows: list[np.ndarray] = [np.asarray(r, dtype=np.int64) for r in rows.values()]
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_rows)
+
+    def epoch_rows(self, seed: int, epoch: int) -> torch.Tensor:
+        """One clip per video for this epoch: the per-epoch temporal jitter of SPEC §1.
+
+        Video v's clip is drawn from (seed, epoch, v), so an epoch is one pass over the
+        videos whatever the number of stored clips, and resuming at any epoch redraws
+        exactly the same clips.
+        """
+        picks = [
+            rows[0] if len(rows) == 1 else rows[derive_seed(seed, "clip", epoch, key) % len(rows)]
+            for key, rows in zip(self.video_keys, self.video_rows, strict=True)
+        ]
+        return torch.as_tensor(picks, dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -165,24 +205,33 @@ class ClassSampler:
 
 
 class FrameView(Dataset):
-    """Single frames for static (image) learning: one random frame of clip i per access.
+    """Single frames for static (image) learning: item v is one random frame of video v,
+    from any of its stored clips (SPEC §1: one random frame per video per access).
 
-    The frame is drawn from (seed, epoch, i), not from a global RNG, so the same epoch yields
-    the same frames whatever the number of DataLoader workers; call ``set_epoch`` each epoch.
+    The (clip, frame) pair is drawn from (seed, epoch, v), not from a global RNG, so the same
+    epoch yields the same frames whatever the number of DataLoader workers; call
+    ``set_epoch`` each epoch.
     """
 
     def __init__(self, clips: ArrowClipDataset, seed: int = 0) -> None:
         self.clips, self.seed, self.epoch = clips, seed, 0
+        self.labels = clips.labels[[int(rows[0]) for rows in clips.video_rows]]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return self.clips.num_videos
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        t = derive_seed(self.seed, "frame", self.epoch, i) % self.clips.clip_shape[0]
-        return torch.from_numpy(self.clips.clip_array(i)[t].copy()), int(self.clips.labels[i])
+    def source(self, v: int) -> tuple[int, int]:
+        """(row, frame) of the clip frame that item ``v`` shows this epoch."""
+        rows = self.clips.video_rows[v]
+        draw = derive_seed(self.seed, "frame", self.epoch, self.clips.video_keys[v])
+        return int(rows[draw % len(rows)]), (draw // len(rows)) % self.clips.clip_shape[0]
+
+    def __getitem__(self, v: int) -> tuple[torch.Tensor, int]:
+        row, t = self.source(v)
+        return torch.from_numpy(self.clips.clip_array(row)[t].copy()), int(self.labels[v])
 
 
 @dataclass(frozen=True)

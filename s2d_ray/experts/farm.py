@@ -25,7 +25,12 @@ from pydantic import Field, field_validator
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
-from s2d_ray.experts.training import ExpertConfig, is_trained, network_config, train_expert
+from s2d_ray.experts.training import (
+    ExpertConfig,
+    is_trained,
+    train_expert,
+    trajectory_settings,
+)
 from s2d_ray.files import join
 from s2d_ray.tracking import Tracker, TrackingConfig
 
@@ -83,7 +88,7 @@ def farm_worker_loop(loop_config: dict) -> None:
     )
     store = TrajectoryStore(
         config.out,
-        network_config=loop_config["network"],
+        settings=loop_config["settings"],
         dataset_fingerprint=loop_config["dataset_fingerprint"],
     )
     tracker = Tracker(TrackingConfig(**loop_config["tracking"]))
@@ -160,10 +165,9 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
 
     started = time.perf_counter()
     shards = ClipShards(config.data)
-    network = network_config(config.expert, shards.clip_shape, shards.num_classes)
-    store = TrajectoryStore(
-        config.out, network_config=network, dataset_fingerprint=shards.fingerprint
-    )
+    config = config.model_copy(update={"expert": config.expert.for_data(shards)})
+    settings = trajectory_settings(config.expert, shards)
+    store = TrajectoryStore(config.out, settings=settings, dataset_fingerprint=shards.fingerprint)
     todo = _unfinished(store, config)
     run_key = config.run_key(shards.fingerprint)
     tracker = Tracker(tracking)
@@ -195,7 +199,7 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
                 "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
                 "train_ref": ray.put(shards.read_table("train")),
                 "test_ref": ray.put(shards.read_table("test")),
-                "network": network,
+                "settings": settings,
                 "dataset_fingerprint": shards.fingerprint,
                 "tracking": asdict(tracking),
                 "parent_run_id": parent.run_id,

@@ -2,8 +2,9 @@
 
 Layout (any pyarrow filesystem: a local path, ``file://``, ``s3://`` ...)::
 
-    <store>/store.json                          format version, network config, dataset fp
-    <store>/expert-0007/manifest.json           seed, epochs, status, metrics, sha256 + size
+    <store>/store.json                          format version, settings, dataset fingerprint
+    <store>/expert-0007/manifest.json           seed, epochs, status, precision, metrics,
+                                                sha256 + size per snapshot
     <store>/expert-0007/epoch-0000.safetensors  flat float32 parameters at init ("params")
     <store>/expert-0007/epoch-0003.safetensors  ... after epoch 3
 
@@ -13,6 +14,14 @@ after the last listed file", distillation fetches just the two snapshots it samp
 GETs on object storage instead of a whole trajectory), and each file gets its own checksum, so
 one bad file costs one snapshot, not the expert. The cost is more, smaller objects, which no
 filesystem here minds at ~51 per expert.
+
+Identity: ``settings`` is a readable dict of everything that shapes a trajectory (network,
+clip shape, normalisation, standardisation, flip, clips per video, precision, lr_teacher,
+batch size, seed and seed rule; see ``experts.training.trajectory_settings``) plus the
+dataset fingerprint. Every open and every writer checks it and names the keys that differ,
+so a store never mixes experts trained two ways, and MTT reads it to preprocess its student's
+data the same way. How many epochs are stored is not identity: a store is extended by
+re-running the farm with more epochs.
 
 Crash safety: every file is written under a temp name in its final directory and then moved
 into place, and the manifest is rewritten only AFTER the snapshot it lists is in place. The
@@ -44,14 +53,14 @@ from s2d_ray.files import TMP_PREFIX, join, read_json, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STORE_FILE, _MANIFEST, _TENSOR = "store.json", "manifest.json", "params"
 _EXPERT_DIR = re.compile(r"^expert-(\d+)$")
 _REMEDY = "delete the expert directory and re-run the expert farm to retrain it"
 
 
 class StoreMismatchError(ValueError):
-    """The store (or an expert in it) was made for another network, dataset or seed."""
+    """The store (or an expert in it) was made with other settings, data or seed."""
 
 
 class CorruptSnapshotError(RuntimeError):
@@ -68,6 +77,7 @@ class ExpertInfo:
     metrics: dict[str, list[float]]  # index e = after epoch e (0 = at init); NaN where not logged
     path: str
     num_snapshots: int = 0  # epochs_completed + 1 once the init snapshot exists
+    precision: str = "fp32"  # what training actually ran in ("fp32+bf16" if resumed in another)
 
 
 def _expert_dir(expert_id: int) -> str:
@@ -77,6 +87,16 @@ def _expert_dir(expert_id: int) -> str:
 def _canonical(config: dict) -> dict:
     """JSON round trip, so tuples vs lists or key order never cause a false mismatch."""
     return json.loads(json.dumps(config, sort_keys=True))
+
+
+def differences(recorded: dict, wanted: dict) -> list[str]:
+    """``key: stored X, asked Y`` for every key whose values differ (absent keys included)."""
+    missing = "<absent>"
+    return [
+        f"{k}: stored {recorded.get(k, missing)!r}, asked {wanted.get(k, missing)!r}"
+        for k in sorted(set(recorded) | set(wanted))
+        if recorded.get(k, missing) != wanted.get(k, missing)
+    ]
 
 
 def _encode_metric(value: float) -> float | str:
@@ -109,14 +129,25 @@ def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSys
     return fs, path, uri.rstrip("/") if "://" in uri else path
 
 
+def _check_format(recorded: dict, what: str) -> None:
+    version = recorded.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise StoreMismatchError(f"{what} has format {version}, too new for this s2d-ray")
+    if version < FORMAT_VERSION:
+        raise StoreMismatchError(
+            f"{what} has format {version}, written by an older s2d-ray that did not record how "
+            "its experts were trained; train a new store (choose another --out)"
+        )
+
+
 class TrajectoryStore:
-    """A directory of expert trajectories made for one network config and one dataset."""
+    """A directory of expert trajectories made with one set of settings on one dataset."""
 
     def __init__(
         self,
         uri: str,
         *,
-        network_config: dict,
+        settings: dict,
         dataset_fingerprint: str,
         create: bool = True,
         filesystem: pafs.FileSystem | None = None,
@@ -124,7 +155,7 @@ class TrajectoryStore:
         self._fs, self._root, self.uri = _resolve(uri, filesystem)
         # Only a real local filesystem can be memory-mapped; anything else is read as bytes.
         self._local = type(self._fs) is pafs.LocalFileSystem
-        self.network_config = _canonical(network_config)
+        self.settings = _canonical(settings)
         self.dataset_fingerprint = str(dataset_fingerprint)
         self._read_only = False
         self._complete: dict[int, dict] = {}  # complete manifests never change: cache them
@@ -148,27 +179,30 @@ class TrajectoryStore:
         rec = _read_json(fs, join(root, _STORE_FILE))
         if rec is None:
             raise FileNotFoundError(f"no trajectory store at {shown} (no {_STORE_FILE})")
-        cfg, fp = rec["network_config"], rec["dataset_fingerprint"]
+        _check_format(rec, f"store {shown}")
+        cfg, fp = rec["settings"], rec["dataset_fingerprint"]
         kw = {"create": False, "filesystem": filesystem}
-        store = cls(uri, network_config=cfg, dataset_fingerprint=fp, **kw)
+        store = cls(uri, settings=cfg, dataset_fingerprint=fp, **kw)
         store._read_only = True
         return store
 
     @property
     def _identity(self) -> dict:
-        return {
-            "network_config": self.network_config,
-            "dataset_fingerprint": self.dataset_fingerprint,
-        }
+        return {"settings": self.settings, "dataset_fingerprint": self.dataset_fingerprint}
 
     def _check(self, recorded: dict, what: str) -> None:
-        if recorded.get("format_version", 0) > FORMAT_VERSION:
-            raise StoreMismatchError(f"{what} has format {recorded['format_version']}, too new")
-        cfg, fp = recorded.get("network_config"), recorded.get("dataset_fingerprint")
-        if cfg != self.network_config or fp != self.dataset_fingerprint:
+        _check_format(recorded, what)
+        stored = {
+            **recorded.get("settings", {}),
+            "dataset_fingerprint": recorded.get("dataset_fingerprint"),
+        }
+        diff = differences(
+            stored, {**self.settings, "dataset_fingerprint": self.dataset_fingerprint}
+        )
+        if diff:
             raise StoreMismatchError(
-                f"{what} was made for network {cfg} / dataset fingerprint {fp}, you asked for "
-                f"network {self.network_config} / dataset fingerprint {self.dataset_fingerprint}"
+                f"{what} holds experts made with other settings ({'; '.join(diff)}): "
+                "train with the store's settings, or choose another store"
             )
 
     def _manifest(self, expert_id: int, *, required: bool = False) -> dict | None:
@@ -195,6 +229,7 @@ class TrajectoryStore:
             metrics,
             path,
             len(snaps),
+            m.get("precision") or "fp32",
         )
 
     def _expert_ids(self) -> list[int]:
@@ -211,13 +246,18 @@ class TrajectoryStore:
         m = self._manifest(expert_id)
         return None if m is None else self._info(m)
 
-    def writer(self, expert_id: int, *, seed: int, planned_epochs: int) -> ExpertWriter:
+    def writer(
+        self, expert_id: int, *, seed: int, planned_epochs: int, precision: str = "fp32"
+    ) -> ExpertWriter:
+        """``precision``: what this training session actually runs in, recorded per expert."""
         if self._read_only:
             raise PermissionError(
                 f"store {self.uri} was opened read-only; construct "
-                "TrajectoryStore(uri, network_config=..., ...) to write"
+                "TrajectoryStore(uri, settings=..., ...) to write"
             )
-        return ExpertWriter(self, expert_id, seed=seed, planned_epochs=planned_epochs)
+        return ExpertWriter(
+            self, expert_id, seed=seed, planned_epochs=planned_epochs, precision=precision
+        )
 
     def _read(self, m: dict, epoch: int) -> torch.Tensor:
         """Fetch and verify one listed snapshot; nothing else is touched."""
@@ -308,7 +348,15 @@ class TrajectoryStore:
 class ExpertWriter:
     """Appends one expert's snapshots in epoch order; reopening it resumes."""
 
-    def __init__(self, store: TrajectoryStore, expert_id: int, *, seed: int, planned_epochs: int):
+    def __init__(
+        self,
+        store: TrajectoryStore,
+        expert_id: int,
+        *,
+        seed: int,
+        planned_epochs: int,
+        precision: str = "fp32",
+    ):
         self._store, self.expert_id = store, expert_id
         self._fs, self._dir = store._fs, join(store._root, _expert_dir(expert_id))
         self._fs.create_dir(self._dir, recursive=True)
@@ -321,6 +369,7 @@ class ExpertWriter:
                 "seed": seed,
                 "planned_epochs": planned_epochs,
                 "status": "running",
+                "precision": precision,
                 "num_params": None,
                 "dtype": "float32",
                 "snapshots": [],
@@ -338,6 +387,9 @@ class ExpertWriter:
                 )
             if planned_epochs != m["planned_epochs"]:  # extending a trajectory reopens it
                 m["planned_epochs"], m["status"] = planned_epochs, "running"
+            if planned_epochs >= len(m["snapshots"]):  # something left to train this session
+                used = set(m.get("precision", "fp32").split("+")) | {precision}
+                m["precision"] = "+".join(sorted(used))
         self._m = m
         self._drop_bad_tail()
         self._clean_strays()

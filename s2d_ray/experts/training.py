@@ -1,17 +1,21 @@
 """Training one expert: the trajectory MTT matches (SPEC §4).
 
-SGD with ``lr_teacher`` (no momentum, no weight decay), batch 256, cross-entropy. The flat
-parameters are snapshotted at init and after every epoch into the trajectory store. Only
-``max_start_epoch + expert_epochs`` epochs are trained by default: distillation never reads
-later snapshots.
+SGD with ``lr_teacher`` (no momentum, no weight decay), batch 256, cross-entropy, fp32 (the
+reference's precision: bf16 changed a one-batch gradient of this network by 16 %, and MTT
+matches one-epoch displacements). The flat parameters are snapshotted at init and after every
+epoch into the trajectory store. By default only ``max_start_epoch - 1 + expert_epochs``
+epochs are trained: MTT draws t0 < max_start_epoch and reads snapshot t0 + expert_epochs, so
+it never reads a later one.
 
-Every epoch draws its randomness (shuffle order, flips, dropout) from a generator seeded by
-(seed, expert, epoch), so an expert resumed from its last snapshot ends bit-identical on CPU
-to one trained without interruption.
+An epoch is one pass over the *videos*: each video contributes one of its stored train clips,
+drawn per epoch (the reference's temporal jitter), mirrored per clip where the dataset flips.
+Every draw (clip choice, order, flips, dropout) comes from (seed, expert, epoch), so an expert
+resumed from its last snapshot ends bit-identical on CPU to one trained without interruption.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -22,11 +26,21 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from s2d_ray.config import StrictConfig, config_fingerprint
-from s2d_ray.data.stream import ArrowClipDataset, ClipTransform
+from s2d_ray.config import StrictConfig
+from s2d_ray.data.registry import get_dataset
+from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.models import autocast_context, create, flatten_params
 from s2d_ray.seeding import derive_seed, torch_generator
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+SEED_RULE = (
+    "expert i: s_i = derive_seed(seed, 'expert', i) (also its init); epoch e: clip per video "
+    "from derive_seed(s_i, 'clip', e, video), order and flips from "
+    "torch_generator(s_i, 'epoch', e), dropout from derive_seed(s_i, 'dropout', e)"
+)
 
 
 class ExpertConfig(StrictConfig):
@@ -38,46 +52,77 @@ class ExpertConfig(StrictConfig):
     eval_batch_size: int = Field(default=256, ge=1)
     max_start_epoch: int = Field(default=10, ge=1)
     expert_epochs: int = Field(default=1, ge=1)
-    epochs: int | None = Field(default=None, ge=1, description="default: max_start + expert")
-    flip: bool = Field(default=False, description="off: flips swap left/right motion classes")
+    epochs: int | None = Field(
+        default=None, ge=1, description="default: max_start_epoch - 1 + expert_epochs"
+    )
+    flip: bool | None = Field(default=None, description="None: the dataset's default")
     normalize: Literal["imagenet", "none"] = "imagenet"
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
-    mixed_precision: bool = Field(default=True, description="bf16 autocast, on CUDA only")
+    precision: Precision = Field(default="fp32", description="bf16: autocast, on CUDA only")
     seed: int = 0
 
     @property
     def num_epochs(self) -> int:
-        return self.epochs or self.max_start_epoch + self.expert_epochs
+        return self.epochs or self.max_start_epoch - 1 + self.expert_epochs
+
+    def for_data(self, shards: ClipShards) -> ExpertConfig:
+        """This config with ``flip`` resolved from the dataset's registry entry."""
+        if self.flip is not None:
+            return self
+        return self.model_copy(update={"flip": get_dataset(shards.manifest["dataset"]).flip})
 
     def transform(self) -> ClipTransform:
+        if self.flip is None:
+            raise ValueError("flip is unresolved: call ExpertConfig.for_data(shards) first")
         return ClipTransform(normalize=self.normalize, standardize=self.standardize, flip=self.flip)
 
     def expert_seed(self, expert_id: int) -> int:
         return derive_seed(self.seed, "expert", expert_id)
 
 
-def network_config(config: ExpertConfig, clip_shape: tuple[int, ...], num_classes: int) -> dict:
-    """What a trajectory store records about the experts' network and training.
+def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
+    """Everything that shapes a trajectory, readably: a trajectory store's identity.
 
-    ``training`` fingerprints every setting that shapes a trajectory (all but ``epochs`` and
-    ``eval_batch_size``), so a store never mixes experts trained two ways. Clip shapes are
-    (T, H, W, 3) on disk and (T, 3, H, W) for networks.
+    Not included: how many epochs are trained (max_start_epoch, expert_epochs, epochs) and
+    the evaluation batch size, which change what is stored but not the trajectory itself.
+    Clip shapes are (T, H, W, 3) on disk and (T, 3, H, W) for networks.
     """
-    t, h, w, c = clip_shape
-    training = config_fingerprint(config.model_dump(exclude={"epochs", "eval_batch_size"}))
+    config = config.for_data(shards)
+    t, h, w, c = shards.clip_shape
     return {
-        "name": config.network,
-        "num_classes": num_classes,
+        "network": config.network,
+        "num_classes": shards.num_classes,
         "clip_shape": [t, c, h, w],
-        "training": training,
+        "normalize": config.normalize,
+        "standardize": config.standardize,
+        "flip": config.flip,
+        "clips_per_video": shards.train_clips_per_video,
+        "precision": config.precision,
+        "optimizer": "sgd, no momentum, no weight decay, cross-entropy",
+        "lr_teacher": config.lr_teacher,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "seed_rule": SEED_RULE,
     }
 
 
-def build_network(config: ExpertConfig, net: dict, seed: int, device: torch.device) -> nn.Module:
+def build_network(settings: dict, seed: int, device: torch.device) -> nn.Module:
+    """The experts' network as a store's ``settings`` describe it, seeded."""
     model = create(
-        net["name"], num_classes=net["num_classes"], clip_shape=tuple(net["clip_shape"]), seed=seed
+        settings["network"],
+        num_classes=settings["num_classes"],
+        clip_shape=tuple(settings["clip_shape"]),
+        seed=seed,
     )
     return model.to(device)
+
+
+def used_precision(requested: Precision, device: torch.device) -> Precision:
+    """bf16 autocast exists for CUDA here only; elsewhere training runs in fp32."""
+    if requested == "bf16" and device.type != "cuda":
+        log.warning("precision bf16 applies on CUDA only; training in fp32 on %s", device)
+        return "fp32"
+    return requested
 
 
 @torch.no_grad()
@@ -91,7 +136,7 @@ def evaluate(
     for start in range(0, len(data), config.eval_batch_size):
         frames, labels = data.batch(range(start, min(len(data), start + config.eval_batch_size)))
         labels = labels.to(device)
-        with autocast_context(device, config.mixed_precision):
+        with autocast_context(device, config.precision == "bf16"):
             logits = model(transform(frames, device=device))
         loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())
@@ -102,21 +147,25 @@ def train_epoch(
     model: nn.Module,
     data: ArrowClipDataset,
     config: ExpertConfig,
+    clip_seed: int,
+    epoch: int,
     generator: torch.Generator,
     device: torch.device,
 ) -> float:
-    """One pass of plain SGD over shuffled clips; returns the mean training loss."""
+    """One pass of plain SGD over the videos, one jittered clip each, shuffled; returns the
+    mean training loss."""
     model.train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr_teacher, momentum=0.0, weight_decay=0.0
     )
     transform = config.transform()
-    order = torch.randperm(len(data), generator=generator)
+    rows = data.epoch_rows(clip_seed, epoch)
+    order = rows[torch.randperm(len(rows), generator=generator)]
     loss_sum = 0.0
     for start in range(0, len(order), config.batch_size):
         frames, labels = data.batch(order[start : start + config.batch_size])
         x = transform(frames, device=device, generator=generator)
-        with autocast_context(device, config.mixed_precision):
+        with autocast_context(device, config.precision == "bf16"):
             loss = F.cross_entropy(model(x).float(), labels.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,15 +195,19 @@ def train_expert(
     """Train (or finish training) expert ``expert_id`` into ``store``; returns its record.
 
     A complete expert is returned untouched; a partial one resumes after its last snapshot.
-    ``on_epoch(expert_id, epoch, metrics)`` is called after each stored snapshot.
+    ``on_epoch(expert_id, epoch, metrics)`` is called after each stored snapshot. ``config``
+    must have ``flip`` resolved (``ExpertConfig.for_data``) and match the store's settings.
     """
     device = torch.device(device)
     seed = config.expert_seed(expert_id)
     done = store.expert(expert_id)
     if is_trained(done, config):
         return done
-    writer = store.writer(expert_id, seed=seed, planned_epochs=config.num_epochs)
-    model = build_network(config, store.network_config, seed, device)
+    precision = used_precision(config.precision, device)
+    writer = store.writer(
+        expert_id, seed=seed, planned_epochs=config.num_epochs, precision=precision
+    )
+    model = build_network(store.settings, seed, device)
     if writer.next_epoch == 0:
         metrics = evaluate(model, test, config, device) | {"train_loss": math.nan}
         writer.write_snapshot(0, flatten_params(model).cpu(), metrics)
@@ -168,7 +221,7 @@ def train_expert(
         generator = torch_generator(seed, "epoch", epoch)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(derive_seed(seed, "dropout", epoch))
-            train_loss = train_epoch(model, train, config, generator, device)
+            train_loss = train_epoch(model, train, config, seed, epoch, generator, device)
         metrics = evaluate(model, test, config, device) | {
             "train_loss": train_loss,
             "epoch_seconds": time.perf_counter() - started,

@@ -198,10 +198,16 @@ def test_config_validation_names_the_problem(tmp_path):
 def test_embedded_dataset_prepares_to_the_documented_counts(tmp_path):
     summary = prepare(PrepareConfig(dataset="embedded", out=str(tmp_path / "e")), progress=False)
     counts = summary.manifest["counts"]
-    assert counts["train"]["clips"] == 400 and counts["test"]["clips"] == 300
+    # 4 train clips per video (the temporal jitter expert epochs draw from), 3 test clips
+    assert counts["train"]["clips"] == 1600 and counts["test"]["clips"] == 300
+    assert counts["train"]["videos"] == 400
+    assert summary.manifest["clips_per_video"] == {"train": 4, "test": 3}
     assert summary.manifest["clip_shape"] == [8, 64, 64, 3]
     train = ArrowClipDataset(str(tmp_path / "e"), "train")
-    assert len(train) == 400 and train.labels.bincount().tolist() == [40] * 10
+    assert len(train) == 1600 and train.labels.bincount().tolist() == [160] * 10
+    assert train.num_videos == 400 and all(len(rows) == 4 for rows in train.video_rows)
+    first = train.video_rows[0]  # the 4 clips of a video are 4 distinct phases of it
+    assert len({train.clip_array(int(r)).tobytes() for r in first}) == 4
 
 
 def test_real_clips_prepare_through_video_folder(tmp_path, shared_data):
@@ -215,10 +221,10 @@ def test_real_clips_prepare_through_video_folder(tmp_path, shared_data):
     )
     summary = prepare(cfg, progress=False)
     m = summary.manifest
-    assert m["skipped"] == 0 and m["counts"]["train"]["clips"] == 12
+    assert m["skipped"] == 0 and m["counts"]["train"]["clips"] == 4 * 12
     assert m["counts"]["test"]["clips"] == 36
     clips = ArrowClipDataset(str(tmp_path / "arid"), "train")
-    assert clips[0][0].shape == (16, 112, 112, 3)
+    assert clips[0][0].shape == (16, 112, 112, 3) and clips.num_videos == 12
     assert float(clips[0][0].float().mean()) < 60  # the ARID clips are dark
 
 

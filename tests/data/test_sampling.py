@@ -24,6 +24,19 @@ def test_stride_rule_matches_reference(n, skip):
         assert idx[0] >= 0 and idx[-1] < n
 
 
+def test_stride_clips_of_one_video_start_in_stratified_slices():
+    # n = 100: starts 0..39 are valid (16 frames at stride 4 span 61); 4 clips, 10 starts each
+    for seed in range(50):
+        starts = [
+            clip_indices(100, spec(), clip=k, num_clips=4, rng=rng(seed))[0] for k in range(4)
+        ]
+        assert all(10 * k <= s < 10 * (k + 1) for k, s in enumerate(starts)), starts
+    many = {clip_indices(100, spec(), clip=3, num_clips=4, rng=rng(s))[0] for s in range(300)}
+    assert many == set(range(30, 40))
+    # more clips than valid starts: every clip still valid
+    assert all(clip_indices(62, spec(), clip=k, num_clips=5, rng=rng())[-1] <= 61 for k in range(5))
+
+
 def test_stride_start_is_uniform_over_all_valid_starts():
     starts = {clip_indices(70, spec(), clip=0, num_clips=1, rng=rng(s))[0] for s in range(400)}
     assert starts == set(range(70 - 15 * 4))

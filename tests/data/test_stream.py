@@ -27,7 +27,7 @@ def shard_dir(tmp_path_factory):
 
 def test_arrow_dataset_items_and_batches_agree(shard_dir):
     ds = ArrowClipDataset(shard_dir, "train")
-    assert len(ds) == 400 and ds.num_classes == 10
+    assert len(ds) == 1600 and ds.num_classes == 10
     clip, label = ds[123]
     assert clip.dtype == torch.uint8 and clip.shape == (8, 64, 64, 3)
     batch, labels = ds.batch([123, 5])
@@ -52,16 +52,24 @@ def test_class_sampler_returns_only_that_class_reproducibly(shard_dir):
     assert sampler.sample(3, 64).shape[0] == 64  # more than the class has: with replacement
 
 
-def test_frame_view_is_one_frame_of_the_clip_fixed_per_epoch(shard_dir):
+def test_frame_view_is_one_frame_per_video_from_any_of_its_clips(shard_dir):
     ds = ArrowClipDataset(shard_dir, "train")
     view = FrameView(ds, seed=0)
-    frames = [view[i][0] for i in range(20)]
+    assert len(view) == ds.num_videos == 400 and len(ds) == 1600
+    frames = [view[v][0] for v in range(20)]
     assert all(f.shape == (64, 64, 3) for f in frames)
-    for i, f in enumerate(frames):
-        assert any(torch.equal(f, ds[i][0][t]) for t in range(8))
-    assert all(torch.equal(view[i][0], frames[i]) for i in range(20))
+    for v, f in enumerate(frames):
+        row, t = view.source(v)
+        assert row in ds.video_rows[v] and torch.equal(f, ds[row][0][t])
+        assert view[v][1] == int(ds.labels[row])
+    assert all(torch.equal(view[v][0], frames[v]) for v in range(20))  # fixed within an epoch
+    used_clips = set()
+    for epoch in range(12):
+        view.set_epoch(epoch)
+        used_clips |= {view.source(0)[0]}
+    assert used_clips == set(ds.video_rows[0].tolist())  # every stored clip of the video
     view.set_epoch(1)
-    assert sum(not torch.equal(view[i][0], frames[i]) for i in range(20)) > 10
+    assert sum(not torch.equal(view[v][0], frames[v]) for v in range(20)) > 10
 
 
 def test_transform_layout_and_imagenet_normalisation():

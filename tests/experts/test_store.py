@@ -20,7 +20,7 @@ from s2d_ray.experts.store import (
     TrajectoryStore,
 )
 
-NET = {"name": "convnet3d", "num_classes": 10, "clip_shape": (8, 3, 64, 64)}
+NET = {"network": "convnet3d", "num_classes": 10, "clip_shape": (8, 3, 64, 64)}
 FP = "ds-abc123"
 N = 1000
 
@@ -30,7 +30,7 @@ def params(expert_id: int, epoch: int) -> torch.Tensor:
 
 
 def make(root, **kw) -> TrajectoryStore:
-    return TrajectoryStore(str(root), network_config=NET, dataset_fingerprint=FP, **kw)
+    return TrajectoryStore(str(root), settings=NET, dataset_fingerprint=FP, **kw)
 
 
 def fill(store: TrajectoryStore, expert_id: int, epochs: int, *, finish: bool = True, upto=None):
@@ -60,7 +60,7 @@ def test_round_trip_is_exact_and_manifest_complete(tmp_path):
     manifest = json.loads((expert_dir(tmp_path, 3) / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["num_params"] == N
     assert manifest["dtype"] == "float32" and len(manifest["snapshots"][0]["sha256"]) == 64
-    assert reopened.network_config == json.loads(json.dumps(NET))
+    assert reopened.settings == json.loads(json.dumps(NET))
     assert [i.expert_id for i in reopened.experts()] == [3] and reopened.validate() == []
     with pytest.raises(IndexError, match=r"epochs 0\.\.4"):
         reopened.load_snapshot(3, 5)
@@ -168,16 +168,39 @@ def test_resume_continues_after_last_valid_snapshot(tmp_path):
 def test_mismatched_network_or_dataset_is_refused(tmp_path):
     fill(make(tmp_path), 0, epochs=1)
     other_net = {**NET, "num_classes": 101}
-    with pytest.raises(StoreMismatchError, match=r"made for network .*'num_classes': 10\b"):
-        TrajectoryStore(str(tmp_path), network_config=other_net, dataset_fingerprint=FP)
-    with pytest.raises(StoreMismatchError, match=r"you asked for .*fingerprint other"):
-        TrajectoryStore(str(tmp_path), network_config=NET, dataset_fingerprint="other")
+    with pytest.raises(StoreMismatchError, match=r"num_classes: stored 10, asked 101\)"):
+        TrajectoryStore(str(tmp_path), settings=other_net, dataset_fingerprint=FP)
+    with pytest.raises(StoreMismatchError, match=r"fingerprint: stored 'ds-abc123', asked 'oth"):
+        TrajectoryStore(str(tmp_path), settings=NET, dataset_fingerprint="other")
+    with pytest.raises(StoreMismatchError, match=r"flip: stored '<absent>', asked True"):
+        TrajectoryStore(str(tmp_path), settings={**NET, "flip": True}, dataset_fingerprint=FP)
     with pytest.raises(FileNotFoundError):
         make(tmp_path / "nowhere", create=False)
     with pytest.raises(FileNotFoundError):
         TrajectoryStore.open(str(tmp_path / "nowhere"))
     with pytest.raises(PermissionError):
         TrajectoryStore.open(str(tmp_path)).writer(1, seed=1, planned_epochs=1)
+
+
+def test_a_store_of_an_older_format_is_refused_with_the_fix(tmp_path):
+    make(tmp_path)
+    header = json.loads((tmp_path / "store.json").read_text())
+    header["format_version"] = 1
+    (tmp_path / "store.json").write_text(json.dumps(header))
+    with pytest.raises(StoreMismatchError, match="older s2d-ray.*train a new store"):
+        TrajectoryStore.open(str(tmp_path))
+
+
+def test_precision_actually_used_is_recorded_per_expert(tmp_path):
+    store = make(tmp_path)
+    fill(store, 0, epochs=2, finish=False, upto=1)
+    assert store.expert(0).precision == "fp32"
+    w = store.writer(0, seed=0, planned_epochs=2, precision="bf16")  # resumed on a GPU
+    w.write_snapshot(2, params(0, 2))
+    assert w.finish().precision == "bf16+fp32"
+    assert json.loads((expert_dir(tmp_path) / "manifest.json").read_text())["precision"] == (
+        "bf16+fp32"
+    )
 
 
 def test_sample_start_only_picks_qualifying_experts(tmp_path):

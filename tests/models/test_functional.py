@@ -6,6 +6,7 @@ import contextlib
 
 import pytest
 import torch
+from nets import SMALL, build
 
 from s2d_ray.models import (
     MODELS,
@@ -17,12 +18,11 @@ from s2d_ray.models import (
     unflatten,
 )
 
-SMALL = (8, 3, 64, 64)
 NAMES = sorted(MODELS)
 
 
 def small_model_and_input(name, seed=0):
-    model = create(name, num_classes=4, clip_shape=SMALL, seed=seed)
+    model = build(name, num_classes=4, clip_shape=SMALL, seed=seed)
     shape = SMALL if model.input_kind == "clip" else SMALL[1:]
     return model, torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from nets import LARGE, SMALL, build
 
 import s2d_ray.models as models_pkg
 from s2d_ray.models import MODELS, create, register_model
+from s2d_ray.models.recurrent import ConvRecurrent, recurrent_params
 
-SMALL = (8, 3, 64, 64)
-LARGE = (16, 3, 112, 112)
 NAMES = sorted(MODELS)
 
 
@@ -25,7 +25,7 @@ def make_input(model: torch.nn.Module, clip_shape, batch: int = 2, seed: int = 0
 @pytest.mark.parametrize("clip_shape", [SMALL, LARGE], ids=["8x64", "16x112"])
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_and_embed_shapes(name, clip_shape):
-    model = create(name, num_classes=5, clip_shape=clip_shape, seed=0).eval()
+    model = build(name, num_classes=5, clip_shape=clip_shape, seed=0).eval()
     assert model.input_kind in ("clip", "image")
     assert model.num_classes == 5
     x = make_input(model, clip_shape)
@@ -46,7 +46,7 @@ def test_convnet3d_size_matches_spec(clip_shape, embed_dim):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_backward_gives_finite_grads_everywhere(name):
-    model = create(name, num_classes=4, clip_shape=SMALL, seed=1).train()
+    model = build(name, num_classes=4, clip_shape=SMALL, seed=1).train()
     x = make_input(model, SMALL)
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3])).backward()
     for pname, p in model.named_parameters():
@@ -59,8 +59,7 @@ def test_backward_gives_finite_grads_everywhere(name):
 def test_seeded_init_is_reproducible_and_private(name):
     def weights(seed):
         return [
-            p.detach()
-            for p in create(name, num_classes=3, clip_shape=SMALL, seed=seed).parameters()
+            p.detach() for p in build(name, num_classes=3, clip_shape=SMALL, seed=seed).parameters()
         ]
 
     before = torch.get_rng_state()
@@ -74,7 +73,7 @@ def test_seeded_init_is_reproducible_and_private(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_wrong_input_shape_names_expected_shape(name):
-    model = create(name, num_classes=3, clip_shape=SMALL)
+    model = build(name, num_classes=3, clip_shape=SMALL)
     good = make_input(model, SMALL, batch=1)
     bad_inputs = [
         good[..., :32, :32],
@@ -105,7 +104,7 @@ def test_convnet3d_rejects_clips_too_small_for_its_pools(clip_shape):
 @pytest.mark.parametrize("name", ["convnet", "convnetd4", "convnet_gru"])
 def test_2d_trunks_reject_too_small_images(name):
     with pytest.raises(ValueError, match="too small"):
-        create(name, num_classes=3, clip_shape=(8, 3, 4, 4))
+        build(name, num_classes=3, clip_shape=(8, 3, 4, 4))
 
 
 @pytest.mark.parametrize("clip_shape", [(8, 1, 64, 64), (8, 3, 64), (8, 3, 0, 64)])
@@ -151,6 +150,41 @@ def test_convnet_options():
     assert create("convnetd4", num_classes=3, clip_shape=LARGE).embed_dim == 128 * 7 * 7
     with pytest.raises(ValueError, match="unknown norm"):
         create("convnet", num_classes=3, clip_shape=SMALL, norm="layer")
+
+
+@pytest.mark.parametrize(
+    ("cell", "clip_shape", "frame_dim", "hidden"),
+    [
+        ("gru", SMALL, 8192, 1024),  # the reference's nets at 64x64: depth 3, hidden f/8, f
+        ("lstm", SMALL, 8192, 8192),
+        ("gru", LARGE, 6272, 784),  # 112x112: depth 4 (7x7x128 features)
+        ("lstm", LARGE, 6272, 6272),
+    ],
+)
+def test_recurrent_default_is_the_reference_sizing(cell, clip_shape, frame_dim, hidden):
+    with torch.device("meta"):  # exact sizes without allocating half a billion weights
+        model = ConvRecurrent(10, clip_shape, cell=cell)
+    assert model.rnn.input_size == frame_dim and model.embed_dim == hidden
+    rnn_size = sum(p.numel() for p in model.rnn.parameters())
+    assert rnn_size == recurrent_params(cell, frame_dim, hidden)
+    assert model.aggregate == "mean" and model.classifier.in_features == hidden
+    with pytest.raises(ValueError, match=r"5\.0\d?e\+09 parameters.*hidden="):
+        ConvRecurrent(10, LARGE, cell="lstm", depth=3)  # the reference rule at depth 3
+
+
+def test_recurrent_mean_aggregate_averages_outputs_over_time():
+    model = create("convnet_gru", num_classes=3, clip_shape=SMALL, hidden=8, width=8, seed=0)
+    last = create(
+        "convnet_gru", num_classes=3, clip_shape=SMALL, hidden=8, width=8, seed=0, aggregate="last"
+    )
+    x = torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        per_frame = model.trunk(x.flatten(0, 1)).flatten(1).unflatten(0, (2, 8))
+        outputs, h_n = model.rnn(per_frame)
+        assert torch.allclose(model.embed(x), outputs.mean(1))
+        assert torch.allclose(last.embed(x), h_n[-1])
+    with pytest.raises(ValueError, match="aggregate"):
+        create("convnet_gru", num_classes=3, clip_shape=SMALL, aggregate="max")
 
 
 def test_recurrent_nets_accept_other_clip_lengths():
