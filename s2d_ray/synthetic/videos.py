@@ -1,0 +1,61 @@
+"""Synthetic sets stored as they are: full videos (the DM/MTT baselines and coresets) or still
+images (the static memory of S2D stage 1)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from s2d_ray.synthetic.base import SyntheticSet, class_major_labels
+
+
+class SyntheticTensors(SyntheticSet):
+    """Learnable items stored as they are: full videos (the DM/MTT baselines, coresets) or
+    still images (the static memory of S2D stage 1)."""
+
+    item_ndim: ClassVar[int]
+
+    def __init__(self, items: torch.Tensor, num_classes: int) -> None:
+        super().__init__()
+        if items.dim() != self.item_ndim + 1 or items.shape[0] % num_classes:
+            raise ValueError(
+                f"{self.kind} must be (C * per_class, ...) with {self.item_ndim + 1} dims for "
+                f"{num_classes} classes, got {tuple(items.shape)}"
+            )
+        self.num_classes = num_classes
+        self.per_class = items.shape[0] // num_classes
+        self.items = nn.Parameter(items.detach().clone().float())
+        self.register_buffer("labels", class_major_labels(num_classes, self.per_class))
+
+    def materialize(self, generator=None):
+        return self.items, self.labels
+
+    def of_class(self, c: int) -> torch.Tensor:
+        return self.items[c * self.per_class : (c + 1) * self.per_class]
+
+    def stored_tensors(self):
+        return {"items": self.items.detach()}
+
+    def layout(self):
+        return {"num_classes": self.num_classes, "per_class": self.per_class,
+                "item_shape": list(self.items.shape[1:])}  # fmt: skip
+
+    @classmethod
+    def from_saved(cls, layout, tensors):
+        return cls(tensors["items"].float(), layout["num_classes"])
+
+
+class SyntheticVideos(SyntheticTensors):
+    """Full synthetic videos (C * vpc, T, 3, H, W), class-major."""
+
+    kind = "videos"
+    item_ndim = 4
+
+
+class SyntheticImages(SyntheticTensors):
+    """Still images (C * spc, 3, H, W), class-major: the static memory."""
+
+    kind = "images"
+    item_ndim = 3
