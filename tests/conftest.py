@@ -50,3 +50,14 @@ def tiny_shards(tmp_path_factory) -> str:
     )
     prepare(config, progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def embedded_small(tmp_path_factory) -> str:
+    """The embedded dataset, 4 train + 4 test videos per class (4 clips each): real motion
+    and appearance cues at a size distillation tests run in seconds."""
+    from s2d_ray.data import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("embedded_small")
+    prepare(PrepareConfig(dataset="embedded", out=str(out), max_videos_per_class=4), progress=False)
+    return str(out)

@@ -19,13 +19,11 @@ from torch.utils.data import Dataset
 
 from s2d_ray import files
 from s2d_ray.data import shards as sh
+from s2d_ray.normalization import IMAGENET_MEAN, IMAGENET_STD
 from s2d_ray.seeding import derive_seed
 
 if TYPE_CHECKING:
     import ray.data
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ClipShards:
@@ -268,9 +266,12 @@ class ClipTransform:
             x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
         else:
             x.div_(255.0)
-        if self.standardize:
-            x = (x - x.mean()) / x.std().clamp_min(1e-6)
-        return x
+        return standardize(x) if self.standardize else x
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """The reference's per-batch standardisation: one scalar mean and std over the batch."""
+    return (x - x.mean()) / x.std().clamp_min(1e-6)
 
 
 def decode_clip_bytes(

@@ -7,7 +7,7 @@ from s2d_ray.models import convnet, convnet3d, recurrent  # noqa: F401  (registr
 from s2d_ray.models.convnet import ConvNet
 from s2d_ray.models.convnet3d import ConvNet3D
 from s2d_ray.models.functional import flatten_params, functional_forward, param_shapes, unflatten
-from s2d_ray.models.precision import autocast_context
+from s2d_ray.models.precision import autocast_context, resolve_device
 from s2d_ray.models.recurrent import ConvRecurrent
 from s2d_ray.models.registry import MODELS, create, register_model
 
@@ -22,5 +22,6 @@ __all__ = [
     "functional_forward",
     "param_shapes",
     "register_model",
+    "resolve_device",
     "unflatten",
 ]

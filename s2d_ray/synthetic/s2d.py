@@ -91,8 +91,10 @@ class S2DMemory(SyntheticSet):
                     statics.append(c * self.spc + s_group[i])
                     dynamics.append(c * max(self.dpc, 1) + d_group[j])
                     labels.append(c)
-        as_long = lambda v: torch.tensor(v, dtype=torch.int64, device=self.static.device)  # noqa: E731
-        return as_long(statics), as_long(dynamics), as_long(labels)
+        device = self.static.device
+        return tuple(
+            torch.tensor(v, dtype=torch.int64, device=device) for v in (statics, dynamics, labels)
+        )
 
     def materialize(self, generator=None):
         """Videos (N, T, 3, H, W) and labels: one per slot with ``generator`` (distilling),

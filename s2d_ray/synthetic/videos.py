@@ -39,8 +39,11 @@ class SyntheticTensors(SyntheticSet):
         return {"items": self.items.detach()}
 
     def layout(self):
-        return {"num_classes": self.num_classes, "per_class": self.per_class,
-                "item_shape": list(self.items.shape[1:])}  # fmt: skip
+        return {
+            "num_classes": self.num_classes,
+            "per_class": self.per_class,
+            "item_shape": list(self.items.shape[1:]),
+        }
 
     @classmethod
     def from_saved(cls, layout, tensors):

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -454,6 +454,21 @@ class RunHandle:
                 items.append(Metric(key, float(value), ts, step_))
             except (TypeError, ValueError):
                 log.warning("MLflow metric %r=%r is not a number; skipped", key, value)
+        self._log_batch("metrics", items, size=1000)
+
+    def log_metric_steps(self, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Many steps in few requests: per-iteration losses buffered and flushed together."""
+        if not self.active or not rows:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [
+            Metric(key, float(value), ts, int(step))
+            for step, metrics in rows
+            for key, value in metrics.items()
+            if isinstance(value, int | float)
+        ]
         self._log_batch("metrics", items, size=1000)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

@@ -1,0 +1,326 @@
+"""One distillation run, top to bottom: check inputs, build the method, resume, iterate,
+checkpoint, evaluate, save, report, track.
+
+    summary = run_distillation(DistillConfig(method="s2d-dm", data=..., out=..., ipc=1,
+                                             static=...), tracking)
+
+The output folder is the distilled set itself (``load_distilled(out)`` reads it) plus
+``checkpoint/`` while the run is unfinished and ``evaluation.json`` once it is judged.
+Re-running the same command resumes from the last checkpoint and ends bit-identical (CPU) to
+an uninterrupted run; a NaN or infinite loss stops the run, naming the iteration, and keeps
+the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from s2d_ray import __version__, files
+from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
+from s2d_ray.data.stream import ArrowClipDataset
+from s2d_ray.evaluation import (
+    EvalConfig,
+    EvalResult,
+    ResultRow,
+    class_groups,
+    evaluate_set,
+    random_baseline,
+)
+from s2d_ray.methods import (
+    METHODS,
+    STATIC_METHODS,
+    DistillContext,
+    DistillMethod,
+    RealData,
+    get_method,
+    paper_defaults,
+)
+from s2d_ray.methods.checkpoint import load_checkpoint, save_checkpoint
+from s2d_ray.models import resolve_device
+from s2d_ray.synthetic import SyntheticImages, SyntheticSet, load_set, save_set
+from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig
+from s2d_ray.tracking.previews import class_gifs, frame_difference_png, grid_png
+
+MIB = 2**20
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DistillConfig(StrictConfig):
+    method: str
+    data: str
+    out: str
+    ipc: int = Field(ge=1, description="videos per class (images per class for static)")
+    stage: Literal["video", "static"] = "video"
+    iterations: int = Field(default=1000, ge=0)
+    eval_every: int = Field(default=0, ge=0, description="0: evaluate at the end only")
+    eval_repeats_during: int = Field(default=1, ge=1)
+    checkpoint_every: int = Field(default=50, ge=1)
+    static: str | None = Field(default=None, description="static memory (S2D methods)")
+    method_config: dict = Field(default_factory=dict, description="overrides of paper defaults")
+    eval: EvalConfig = EvalConfig()
+    final_eval: bool = True
+    storage_dtype: Literal["float32", "float16"] = "float32"
+    device: str = "auto"
+    seed: int = 0
+
+    _absolute = field_validator("data", "out", "static")(absolute_uri)
+
+    @property
+    def registry(self) -> dict[str, type[DistillMethod]]:
+        return STATIC_METHODS if self.stage == "static" else METHODS
+
+    def resume_key(self, data_fingerprint: str, method_config: StrictConfig) -> str:
+        """What a checkpoint must match: all that shapes the synthetic set's trajectory (not
+        the number of iterations, so a finished run can be extended)."""
+        return config_fingerprint(
+            {
+                "method": self.method,
+                "stage": self.stage,
+                "data": data_fingerprint,
+                "ipc": self.ipc,
+                "static": self.static,
+                "seed": self.seed,
+                "method_config": method_config.model_dump(mode="json"),
+            }
+        )
+
+
+def resolve_method_config(config: DistillConfig, real: RealData) -> StrictConfig:
+    """The method's config: its defaults, then the paper's values for this dataset and ipc,
+    then the user's overrides. Unknown keys and invalid values fail here, before any work."""
+    cls = get_method(config.method, config.registry)
+    name = f"static-{config.method}" if config.stage == "static" else config.method
+    paper = paper_defaults(name, real.shards.manifest["dataset"], config.ipc, real.clip_shape[0])
+    known = {k: v for k, v in paper.items() if k in cls.Config.model_fields}
+    return cls.Config.model_validate({**known, **config.method_config})
+
+
+@dataclass
+class DistillSummary:
+    out: str
+    method: str
+    iterations_run: int
+    resumed_from: int | None
+    seconds: float
+    storage_bytes: int
+    rows: list[ResultRow] = field(default_factory=list)
+    run_id: str | None = None
+    losses: list[float] = field(default_factory=list)
+
+
+def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> DistillSummary:
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    real = RealData.open(config.data, device, normalize=config.eval.normalize)
+    method_cls = get_method(config.method, config.registry)
+    method_config = resolve_method_config(config, real)
+    static, static_manifest = _static_memory(config, method_cls)
+    context = DistillContext(real, config.ipc, config.seed, static, static_manifest)
+    method = method_cls(method_config, context)
+    key = config.resume_key(real.shards.fingerprint, method_config)
+    last = load_checkpoint(config.out, method, key) if method.iterative else None
+    start = 0 if last is None else last + 1
+
+    tags = {
+        "s2d.role": config.stage,
+        "s2d.method": config.method,
+        "s2d.ipc": config.ipc,
+        "s2d.dataset": real.shards.manifest["dataset"],
+        "s2d.seed": config.seed,
+    }
+    if static_manifest.get("mlflow_run_id"):
+        tags["s2d.static_run"] = static_manifest["mlflow_run_id"]
+    with Tracker(tracking).start_run(
+        f"{config.method}-ipc{config.ipc}", tags=tags, resume_key=f"distill/{key}"
+    ) as run:
+        params = config.model_dump(mode="json", exclude={"method_config", "eval"})
+        params |= {f"method.{k}": v for k, v in method_config.model_dump().items()}
+        params |= {f"eval.{k}": v for k, v in config.eval.model_dump().items()}
+        run.log_params(params)
+        run.log_input_manifest(
+            real.shards.manifest,
+            name=real.shards.manifest["dataset"],
+            digest=real.shards.fingerprint,
+            source=config.data,
+        )
+        losses = _iterate(config, method, key, start, run) if method.iterative else []
+        meta = _provenance(config, method_config, real, static_manifest, run.run_id)
+        manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
+        summary = DistillSummary(
+            config.out,
+            config.method,
+            len(losses),
+            last,
+            0.0,
+            manifest["bytes"],
+            run_id=run.run_id,
+            losses=losses,
+        )
+        if config.final_eval:
+            summary.rows = judge(config, method.synthetic, real, manifest["bytes"], run)
+        _log_previews(method.synthetic, real, run, config.eval.normalize)
+        run.log_artifact(config.out, "distilled")
+        summary.seconds = time.perf_counter() - started
+        run.log_metrics({"seconds": summary.seconds, "stored_mib": manifest["bytes"] / MIB})
+    return summary
+
+
+def _iterate(
+    config: DistillConfig, method: DistillMethod, key: str, start: int, run: RunHandle
+) -> list[float]:
+    """The optimisation loop: step, guard, checkpoint, evaluate now and then."""
+    losses, pending = [], []
+    for iteration in range(start, config.iterations):
+        metrics = method.step(iteration)
+        if not math.isfinite(metrics["loss"]):
+            run.log_metric_steps(pending)
+            kept = (
+                "no checkpoint yet"
+                if iteration < config.checkpoint_every
+                else (
+                    f"the checkpoint of iteration {iteration - iteration % config.checkpoint_every}"
+                    f" is kept in {config.out}/checkpoint"
+                )
+            )
+            raise DivergedError(
+                f"{config.method}: the loss is {metrics['loss']} at iteration {iteration + 1}; "
+                f"stopped ({kept}). Lower the learning rates and re-run."
+            )
+        losses.append(metrics["loss"])
+        pending.append((iteration + 1, metrics))
+        done = iteration + 1
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            save_checkpoint(config.out, method, iteration, key)
+            run.log_metric_steps(pending)
+            pending = []
+        if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
+            quick = config.eval.model_copy(update={"repeats": config.eval_repeats_during})
+            result = evaluate_items(method.synthetic, method.context.real, quick)
+            run.log_metrics({"eval_top1": result.mean, "eval_top5": result.top5_mean}, step=done)
+            print(
+                f"[{config.method}] iteration {done}: loss {metrics['loss']:.4g}, "
+                f"top-1 {100 * result.mean:.1f}%",
+                flush=True,
+            )
+    return losses
+
+
+def as_videos(synthetic: SyntheticSet, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The set as training videos: a static memory becomes stills repeated over time."""
+    with torch.no_grad():
+        items, labels = synthetic.materialize()
+    if isinstance(synthetic, SyntheticImages):
+        items = items.unsqueeze(1).expand(-1, frames, -1, -1, -1)
+    return items.detach(), labels
+
+
+def evaluate_items(synthetic: SyntheticSet, real: RealData, config: EvalConfig) -> EvalResult:
+    test = ArrowClipDataset(real.shards, "test")
+    items, labels = as_videos(synthetic, real.clip_shape[0])
+    return evaluate_set(items, labels, test, config, device=real.device)
+
+
+def judge(
+    config: DistillConfig,
+    synthetic: SyntheticSet,
+    real: RealData,
+    stored_bytes: int,
+    run: RunHandle,
+) -> list[ResultRow]:
+    """The full protocol on the set, beside the same-size random real baseline."""
+    test = ArrowClipDataset(real.shards, "test")
+    groups = class_groups(real.shards, seed=config.eval.seed, device=real.device)
+    items, labels = as_videos(synthetic, real.clip_shape[0])
+    result = evaluate_set(items, labels, test, config.eval, device=real.device)
+    baseline = random_baseline(real, test, config.ipc, config.eval)
+    t, c, h, w = real.clip_shape
+    videos_bytes = 4 * real.num_classes * config.ipc * t * c * h * w  # as float32 videos
+    rows = [
+        ResultRow(f"{config.method} ipc {config.ipc}", result, stored_bytes / MIB, groups),
+        ResultRow(f"random real ipc {config.ipc}", baseline, videos_bytes / MIB, groups),
+    ]
+    for row, prefix in zip(rows, ("final", "random_baseline"), strict=True):
+        d = row.to_dict()
+        run.log_metrics(
+            {
+                f"{prefix}_top1_mean": d["mean"],
+                f"{prefix}_top1_std": d["std"],
+                f"{prefix}_top5_mean": d["top5_mean"],
+                f"{prefix}_static_mean": d.get("static_mean", math.nan),
+                f"{prefix}_dynamic_mean": d.get("dynamic_mean", math.nan),
+            }
+        )
+    fs, root = files.filesystem(config.out)
+    files.write_json(
+        fs,
+        files.join(root, "evaluation.json"),
+        {
+            "rows": [r.to_dict() for r in rows],
+            "groups": groups,
+        },
+    )
+    return rows
+
+
+def _static_memory(
+    config: DistillConfig, method_cls: type[DistillMethod]
+) -> tuple[SyntheticSet | None, dict]:
+    if not method_cls.needs_static:
+        return None, {}
+    if not config.static:
+        raise ValueError(
+            f"{config.method} needs a static memory: pass --static DIR, made by "
+            "`python jobs/distill_static.py --data SHARDS --out DIR --spc K`"
+        )
+    static, manifest = load_set(config.static)
+    if manifest["kind"] != "images":
+        raise ValueError(f"--static {config.static} holds a {manifest['kind']} set, not images")
+    return static, manifest
+
+
+def _provenance(config, method_config, real: RealData, static_manifest: dict, run_id) -> dict:
+    parents = {}
+    if config.static:
+        parents["static"] = config.static
+    return {
+        "method": config.method,
+        "stage": config.stage,
+        "config": config.model_dump(mode="json"),
+        "method_config": method_config.model_dump(mode="json"),
+        "seed": config.seed,
+        "ipc": config.ipc,
+        "dataset": {
+            "name": real.shards.manifest["dataset"],
+            "fingerprint": real.shards.fingerprint,
+            "classes": real.shards.classes,
+            "source": config.data,
+        },
+        "clip_shape": list(real.clip_shape),
+        "normalize": config.eval.normalize,
+        "parents": parents,
+        "mlflow_run_id": run_id,
+        "created_by": f"s2d-ray {__version__}",
+    }
+
+
+def _log_previews(synthetic: SyntheticSet, real: RealData, run: RunHandle, normalize) -> None:
+    if not run.active:
+        return
+    items, labels = as_videos(synthetic, real.clip_shape[0])
+    with tempfile.TemporaryDirectory(prefix="s2d-previews-") as tmp:
+        folder = Path(tmp)
+        grid_png(items, labels, folder / "grid.png", normalize)
+        frame_difference_png(items, labels, folder / "frame-differences.png", normalize)
+        class_gifs(items, labels, folder / "gifs", real.shards.classes, normalize)
+        run.log_artifact(folder, "previews")

@@ -1,0 +1,25 @@
+"""The evaluation protocol, static/dynamic class groups and result tables."""
+
+from s2d_ray.evaluation.groups import class_groups
+from s2d_ray.evaluation.protocol import (
+    CROSS_ARCH_DEFAULTS,
+    EvalConfig,
+    EvalResult,
+    evaluate_real,
+    evaluate_set,
+    train_network,
+)
+from s2d_ray.evaluation.report import ResultRow, format_table, random_baseline
+
+__all__ = [
+    "CROSS_ARCH_DEFAULTS",
+    "EvalConfig",
+    "EvalResult",
+    "ResultRow",
+    "class_groups",
+    "evaluate_real",
+    "evaluate_set",
+    "format_table",
+    "random_baseline",
+    "train_network",
+]

@@ -1,0 +1,77 @@
+"""Results as users read them: every accuracy beside its stored MiB, the static/dynamic group
+accuracies, and the same-size random real baseline (cached per dataset, ipc and protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2d_ray import files
+from s2d_ray.config import config_fingerprint
+from s2d_ray.data.stream import ArrowClipDataset
+from s2d_ray.evaluation.protocol import EvalConfig, EvalResult, evaluate_set
+from s2d_ray.methods.real import RealData
+
+MIB = 2**20
+
+
+def random_baseline(
+    real: RealData, test: ArrowClipDataset, ipc: int, config: EvalConfig
+) -> EvalResult:
+    """ipc random real videos per class, evaluated exactly like the set it sits beside;
+    cached next to the shards, keyed by the dataset fingerprint, ipc and protocol."""
+    key = config_fingerprint(
+        {"data": real.shards.fingerprint, "ipc": ipc, "eval": config.model_dump(mode="json")}
+    )
+    cache = files.join(real.shards.root, "baselines", f"random-ipc{ipc}-{key}.json")
+    fs = real.shards.fs
+    if files.exists(fs, cache):
+        return EvalResult.from_dict(files.read_json(fs, cache))
+    clips, labels = real.random_videos(ipc, config.seed)
+    result = evaluate_set(clips, labels, test, config, device=real.device)
+    fs.create_dir(files.join(real.shards.root, "baselines"), recursive=True)
+    files.write_json(fs, cache, result.to_dict())
+    return result
+
+
+@dataclass
+class ResultRow:
+    name: str
+    result: EvalResult
+    mib: float | None
+    groups: dict | None = None
+
+    def cells(self) -> list[str]:
+        r = self.result
+        cells = [self.name, f"{100 * r.mean:.1f} ± {100 * r.std:.1f}", f"{100 * r.top5_mean:.1f}"]
+        for group in ("static", "dynamic"):
+            if self.groups:
+                mean, std = r.group_accuracy(self.groups[group])
+                cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+            else:
+                cells.append("-")
+        cells.append("-" if self.mib is None else f"{self.mib:.3f}")
+        return cells
+
+    def to_dict(self) -> dict:
+        out = {"name": self.name, "mib": self.mib, **self.result.to_dict()}
+        if self.groups:
+            for group in ("static", "dynamic"):
+                out[f"{group}_mean"], out[f"{group}_std"] = self.result.group_accuracy(
+                    self.groups[group]
+                )
+        return out
+
+
+HEADER = ["set", "top-1 %", "top-5 %", "static %", "dynamic %", "MiB"]
+
+
+def format_table(rows: list[ResultRow]) -> str:
+    """A Markdown table, one row per result."""
+    lines = [HEADER] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    divider = fmt(["-" * w for w in widths])
+    return "\n".join([fmt(lines[0]), divider] + [fmt(line) for line in lines[1:]])

@@ -1,0 +1,27 @@
+"""Distillation methods (a registry) and the loop that runs them.
+
+Importing this package registers every built-in method.
+"""
+
+from s2d_ray.methods import coresets, dm, static  # noqa: F401  (registration)
+from s2d_ray.methods.hyperparameters import paper_defaults
+from s2d_ray.methods.real import RealData
+from s2d_ray.methods.registry import (
+    METHODS,
+    STATIC_METHODS,
+    DistillContext,
+    DistillMethod,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "METHODS",
+    "STATIC_METHODS",
+    "DistillContext",
+    "DistillMethod",
+    "RealData",
+    "get_method",
+    "paper_defaults",
+    "register_method",
+]

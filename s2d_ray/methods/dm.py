@@ -1,0 +1,152 @@
+"""Distribution matching for videos: DM and S2D-DM (SPEC §4).
+
+Each iteration draws a fresh, frozen, randomly initialised ConvNet3D and, for every class c,
+adds ‖mean embed(real clips of c) − mean embed(synthetic videos of c)‖² to the loss; one
+optimiser step follows. DM learns full videos initialised from random real clips (SGD momentum
+0.5, ``lr_img``); S2D-DM keeps the static memory of stage 1 frozen and learns the dynamic
+memory (``lr_dynamic``) and the integrator H (``lr_hal``) with SGD momentum 0.95, re-drawing
+the static/dynamic pairing at every iteration.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from s2d_ray.config import StrictConfig
+from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
+from s2d_ray.models import create
+from s2d_ray.seeding import derive_seed, torch_generator
+from s2d_ray.synthetic import S2DMemory, SyntheticImages, SyntheticVideos
+
+
+class DMConfig(StrictConfig):
+    lr_img: float = Field(default=30.0, gt=0)
+    momentum: float = Field(default=0.5, ge=0, lt=1)
+    batch_real: int = Field(default=64, ge=1)
+    network: str = "convnet3d"
+
+
+class S2DDMConfig(StrictConfig):
+    lr_dynamic: float = Field(default=1e-4, gt=0)
+    lr_hal: float = Field(default=1e-5, gt=0)
+    momentum: float = Field(default=0.95, ge=0, lt=1)
+    batch_real: int = Field(default=64, ge=1)
+    dpc: int = Field(default=1, ge=0, description="dynamic maps per class; 0: static only")
+    integrator: str = "conv3d"
+    network: str = "convnet3d"
+
+
+def matching_network(name: str, context: DistillContext, iteration: int) -> torch.nn.Module:
+    """The iteration's fresh random network, frozen (seeded by seed and iteration)."""
+    real = context.real
+    net = create(
+        name,
+        num_classes=real.num_classes,
+        clip_shape=real.clip_shape,
+        seed=derive_seed(context.seed, "dm-network", iteration),
+    )
+    return net.to(context.device).eval().requires_grad_(False)
+
+
+def mean_embedding_loss(
+    net: torch.nn.Module,
+    synthetic: torch.Tensor,
+    labels: torch.Tensor,
+    context: DistillContext,
+    batch_real: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Σ_c ‖mean embed(real of c) − mean embed(synthetic of c)‖²; real clips embed without
+    a graph, one class at a time (a class's batch is the peak activation memory)."""
+    embedded = net.embed(synthetic)
+    loss = embedded.new_zeros(())
+    for c in range(context.real.num_classes):
+        with torch.no_grad():
+            real_mean = net.embed(context.real.class_batch(c, batch_real, generator)).mean(0)
+        loss = loss + (real_mean - embedded[labels == c].mean(0)).square().sum()
+    return loss
+
+
+class _DistributionMatching(DistillMethod):
+    def loss(self, iteration: int) -> torch.Tensor:
+        generator = torch_generator(self.context.seed, "dm-iteration", iteration)
+        net = matching_network(self.config.network, self.context, iteration)
+        videos, labels = self.synthetic.materialize(generator)
+        return mean_embedding_loss(
+            net, videos, labels, self.context, self.config.batch_real, generator
+        )
+
+
+@register_method("dm")
+class DM(_DistributionMatching):
+    """DM baseline: real-initialised full videos."""
+
+    Config = DMConfig
+
+    def __init__(self, config: DMConfig, context: DistillContext) -> None:
+        super().__init__(config, context)
+        videos, _ = context.real.random_videos(context.ipc, context.seed)
+        self.synthetic = SyntheticVideos(videos, context.real.num_classes).to(context.device)
+        self.optimizers = [
+            torch.optim.SGD([self.synthetic.items], lr=config.lr_img, momentum=config.momentum)
+        ]
+
+
+def build_memory(config, context: DistillContext) -> S2DMemory:
+    """The S2D memory on the frozen static memory of ``context``; checks it fits the data."""
+    static = context.static
+    real = context.real
+    if not isinstance(static, SyntheticImages):
+        raise ValueError("S2D methods need a static memory: pass --static DIR from distill_static")
+    if (
+        static.num_classes != real.num_classes
+        or tuple(static.items.shape[1:]) != (real.clip_shape[1:])
+    ):
+        raise ValueError(
+            f"the static memory holds {static.num_classes} classes of images "
+            f"{tuple(static.items.shape[1:])}, but the data has {real.num_classes} classes of "
+            f"frames {real.clip_shape[1:]}; distil the static memory on the same shards"
+        )
+    made_on = context.static_manifest.get("dataset", {}).get("fingerprint")
+    if made_on not in (None, real.shards.fingerprint):
+        raise ValueError(
+            f"the static memory was distilled on dataset fingerprint {made_on}, the data has "
+            f"{real.shards.fingerprint}; distil the static memory on the same shards"
+        )
+    generator = torch_generator(context.seed, "s2d-memory-init")
+    return S2DMemory(
+        static.items.detach(),
+        real.num_classes,
+        frames=real.clip_shape[0],
+        vpc=context.ipc,
+        dpc=config.dpc,
+        integrator=config.integrator,
+        generator=generator,
+    )
+
+
+def s2d_optimizers(memory: S2DMemory, config) -> list[torch.optim.Optimizer]:
+    """SGD over the dynamic memory (lr_dynamic) and H (lr_hal); the static memory is frozen.
+    None for a static-only memory (dpc = 0), which has nothing to learn."""
+    if not memory.dpc:
+        return []
+    groups = [
+        {"params": [memory.dynamic], "lr": config.lr_dynamic},
+        {"params": list(memory.integrator.parameters()), "lr": config.lr_hal},
+    ]
+    return [torch.optim.SGD(groups, lr=config.lr_dynamic, momentum=config.momentum)]
+
+
+@register_method("s2d-dm")
+class S2DDM(_DistributionMatching):
+    """S2D stage 2 with DM: learn the dynamic memory and H on the frozen static memory."""
+
+    Config = S2DDMConfig
+    needs_static = True
+
+    def __init__(self, config: S2DDMConfig, context: DistillContext) -> None:
+        super().__init__(config, context)
+        self.synthetic = build_memory(config, context).to(context.device)
+        self.optimizers = s2d_optimizers(self.synthetic, config)
+        self.iterative = bool(self.optimizers)  # static only (dpc = 0): nothing to learn

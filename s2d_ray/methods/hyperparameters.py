@@ -1,0 +1,104 @@
+"""The paper's hyperparameters (supplementary Tables 10-12, SPEC §6), used as defaults.
+
+Looked up by (method, dataset, ipc); static-learning methods are named ``static-<name>``.
+UCF101 uses MiniUCF's values. Datasets the paper did not run take
+the values of the paper's dataset with the same clip format: 16-frame sets MiniUCF's, 8-frame
+sets (the embedded default included) SSv2's. IPC other than 1 and 5 takes IPC 1's values
+below 5 and IPC 5's from 5 on.
+"""
+
+from __future__ import annotations
+
+# (dataset, ipc) -> {method: {setting: value}}
+_TABLE: dict[tuple[str, int], dict[str, dict[str, float]]] = {
+    ("miniucf", 1): {
+        "dm": {"lr_img": 30.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 1e-4, "lr_hal": 1e-5, "batch_real": 64},
+        "mtt": {"lr_img": 1e5, "batch_syn": 50, "syn_steps": 10},
+        "s2d-mtt": {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 50, "syn_steps": 10},
+        "frepo": {"lr_img": 1e-3},
+        "s2d-frepo": {"lr_dynamic": 1e-4, "lr_hal": 1e-3},
+    },
+    ("miniucf", 5): {
+        "dm": {"lr_img": 100.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 1e3, "lr_hal": 1e-6, "batch_real": 64},
+        "mtt": {"lr_img": 1e5, "batch_syn": 128, "syn_steps": 5},
+        "s2d-mtt": {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 128, "syn_steps": 5},
+        "frepo": {"lr_img": 1e-3},
+        "s2d-frepo": {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
+    },
+    ("hmdb51", 1): {
+        "dm": {"lr_img": 30.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 10.0, "lr_hal": 1e-6, "batch_real": 64},
+        "mtt": {"lr_img": 1e4, "batch_syn": 51, "syn_steps": 10},
+        "s2d-mtt": {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 51, "syn_steps": 10},
+        "frepo": {"lr_img": 1e-3},
+        "s2d-frepo": {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
+    },
+    ("hmdb51", 5): {
+        "dm": {"lr_img": 300.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 64},
+        "mtt": {"lr_img": 1e6, "batch_syn": 128, "syn_steps": 5},
+        "s2d-mtt": {"lr_dynamic": 1e6, "lr_hal": 1e-2, "batch_syn": 128, "syn_steps": 5},
+        "frepo": {"lr_img": 1e-3},
+        "s2d-frepo": {"lr_dynamic": 1e-2, "lr_hal": 1e-3},
+    },
+    ("kinetics400", 1): {
+        "dm": {"lr_img": 100.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+        "mtt": {"lr_img": 5e5, "batch_syn": 256, "syn_steps": 10},
+        "s2d-mtt": {"lr_dynamic": 1e3, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+        "frepo": {"lr_img": 1e-3},
+    },
+    ("kinetics400", 5): {
+        "dm": {"lr_img": 500.0, "batch_real": 128},
+        "s2d-dm": {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 128},
+        "mtt": {"lr_img": 1e7, "batch_syn": 256, "syn_steps": 5},
+        "s2d-mtt": {"lr_dynamic": 1e7, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+        "frepo": {"lr_img": 1e-3},
+    },
+    ("ssv2", 1): {
+        "dm": {"lr_img": 10.0, "batch_real": 64},
+        "s2d-dm": {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+        "mtt": {"lr_img": 1e5, "batch_syn": 256, "syn_steps": 10},
+        "s2d-mtt": {"lr_dynamic": 1e4, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+        "frepo": {"lr_img": 1e-3},
+    },
+    ("ssv2", 5): {
+        "dm": {"lr_img": 100.0, "batch_real": 128},
+        "s2d-dm": {"lr_dynamic": 100.0, "lr_hal": 1e-5, "batch_real": 128},
+        "mtt": {"lr_img": 1e6, "batch_syn": 256, "syn_steps": 5},
+        "s2d-mtt": {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+        "frepo": {"lr_img": 1e-3},
+    },
+}
+# The embedded default dataset is not in the paper: these values were measured here, as the
+# best of a sweep of 10-iteration runs scored by the loss on 3 held-out iterations (probe
+# ratio after/before: DM 0.95 at lr_img 100 vs 0.99 at 10; S2D-DM 0.22 at lr_dynamic 100,
+# lr_hal 1e-3 vs 0.42 at the SSv2 values; diverged at lr_dynamic 1e4).
+_TABLE[("embedded", 1)] = {
+    "dm": {"lr_img": 100.0, "batch_real": 64},
+    "s2d-dm": {"lr_dynamic": 100.0, "lr_hal": 1e-3, "batch_real": 64},
+    "static-dm": {"lr_img": 1.0},
+}
+_TABLE[("embedded", 5)] = _TABLE[("embedded", 1)]
+# Static learning (stage 1) of every dataset: DC's and DM's own image learning rates.
+STATIC = {"static-dc": {"lr_img": 0.1}, "static-dm": {"lr_img": 1.0}}
+
+# Shared by every dataset: MTT's expert settings (SPEC §6) and the evaluation lr.
+COMMON = {"expert_epochs": 1, "max_start_epoch": 10, "lr_teacher": 0.01, "lr_lr": 1e-5}
+
+
+def paper_dataset(dataset: str, frames: int) -> str:
+    """The paper's dataset whose values apply to ``dataset``."""
+    if dataset == "ucf101":
+        return "miniucf"
+    if any(name == dataset for name, _ in _TABLE):
+        return dataset
+    return "ssv2" if frames <= 8 else "miniucf"
+
+
+def paper_defaults(method: str, dataset: str, ipc: int, frames: int) -> dict[str, float]:
+    """The paper's settings of ``method`` for ``dataset`` at ``ipc`` ({} where it gives none)."""
+    key = (paper_dataset(dataset, frames), 1 if ipc < 5 else 5)
+    return {**STATIC.get(method, {}), **_TABLE[key].get(method, {})}
