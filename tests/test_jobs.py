@@ -80,3 +80,109 @@ def test_train_experts_smoke_test_end_to_end(tiny_shards, tmp_path, capsys, ray_
     assert job.main(args) == 0
     printed = capsys.readouterr().out
     assert "2 complete experts (2 trained now" in printed and db.exists()
+
+
+@pytest.fixture(scope="module")
+def arid_shards(tmp_path_factory):
+    """The real ARID clips (dark, H.264, 320x240 and 476x240) at 8x64², 2 videos per class
+    split 1 train / 1 test."""
+    from conftest import SHARED_DATA
+
+    from s2d_ray.data import PrepareConfig, prepare
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample clips not found at {SHARED_DATA}")
+    out = tmp_path_factory.mktemp("arid")
+    prepare(
+        PrepareConfig(
+            dataset="video-folder",
+            root=str(SHARED_DATA / "arid11"),
+            out=str(out),
+            frames=8,
+            size=64,
+            sampling="centred",
+            test_fraction=0.5,
+        ),
+        progress=False,
+    )
+    return str(out)
+
+
+def distill_all(data: str, out, capsys) -> dict[str, str]:
+    """Every registered method through the jobs, smoke-sized; returns each one's printout."""
+    from s2d_ray.methods import METHODS
+
+    printed = {}
+    static = str(out / "static")
+    assert (
+        load_job("distill_static").main(
+            ["--data", data, "--out", static, "--spc", "1", "--smoke-test", "--no-mlflow"]
+        )
+        == 0
+    )
+    printed["static"] = capsys.readouterr().out
+    for method in sorted(METHODS):
+        args = [
+            "--method",
+            method,
+            "--data",
+            data,
+            "--out",
+            str(out / method),
+            "--ipc",
+            "1",
+            "--smoke-test",
+            "--no-mlflow",
+        ]
+        if METHODS[method].needs_static:
+            args += ["--static", static, "--spc", "1"]
+        assert load_job("distill").main(args) == 0, method
+        printed[method] = capsys.readouterr().out
+    return printed
+
+
+@pytest.mark.slow
+def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp_path, capsys):
+    printed = distill_all(embedded_small, tmp_path, capsys)
+    assert "| dm ipc 1 " in printed["dm"] and "| random real ipc 1 " in printed["dm"]
+    assert "| s2d-dm ipc 1 " in printed["s2d-dm"]
+    code = load_job("evaluate").main(
+        [
+            str(tmp_path / "s2d-dm"),
+            str(tmp_path / "dm"),
+            "--data",
+            embedded_small,
+            "--smoke-test",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert code == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["name"] for r in rows][-1] == "random real ipc 1" and len(rows) == 3
+    assert rows[0]["mib"] < rows[1]["mib"]  # S2D stores less than full videos
+
+
+@pytest.mark.slow
+def test_every_method_runs_from_the_jobs_on_the_real_arid_clips(arid_shards, tmp_path, capsys):
+    printed = distill_all(arid_shards, tmp_path, capsys)
+    assert all("stored" in text for text in printed.values())
+
+
+def test_distill_bad_input_exits_2_with_one_clear_line(embedded_small, tmp_path, capsys):
+    job = load_job("distill")
+    base = ["--data", embedded_small, "--out", str(tmp_path / "o"), "--no-mlflow"]
+    cases = [
+        (["--method", "s2d-dm", "--ipc", "1"], "needs a static memory"),
+        (["--method", "dm", "--ipc", "0"], "ipc"),
+        (["--method", "dm", "--ipc", "1", "--lr-img", "-3"], "lr_img"),
+        (["--method", "dm", "--ipc", "99"], "fewer than the 99 per class"),
+    ]
+    for args, message in cases:
+        assert job.main(args + base) == 2
+        assert message in capsys.readouterr().err
+    no_data = ["--method", "dm", "--ipc", "1", "--data", str(tmp_path), "--out", "x"]
+    assert job.main(no_data) == 2 and "prepare_data.py" in capsys.readouterr().err
+    bad_set = ["--data", embedded_small, str(tmp_path)]
+    assert load_job("evaluate").main(bad_set) == 2
+    assert "is not a distilled set" in capsys.readouterr().err
