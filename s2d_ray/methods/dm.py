@@ -49,6 +49,25 @@ def matching_network(name: str, context: DistillContext, iteration: int) -> torc
     return net.to(context.device).eval().requires_grad_(False)
 
 
+REAL_CHUNK = 2  # clips per no-graph forward: small activations are reused, not re-mapped
+
+
+@torch.no_grad()
+def real_mean_embedding(
+    net: torch.nn.Module, context: DistillContext, label: int, n: int, generator
+) -> torch.Tensor:
+    """Mean embedding of ``n`` random real clips of class ``label``, embedded a few clips at a
+    time from uint8: every activation stays small enough for the allocator to reuse (large
+    ones are mapped and page-faulted afresh on each call, measured ~20 % slower on CPU)."""
+    real = context.real
+    frames = real.sampler.sample(label, n, generator)
+    total = None
+    for start in range(0, n, REAL_CHUNK):
+        part = net.embed(real.to_float(frames[start : start + REAL_CHUNK])).sum(0)
+        total = part if total is None else total + part
+    return total / n
+
+
 def mean_embedding_loss(
     net: torch.nn.Module,
     synthetic: torch.Tensor,
@@ -58,12 +77,11 @@ def mean_embedding_loss(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Σ_c ‖mean embed(real of c) − mean embed(synthetic of c)‖²; real clips embed without
-    a graph, one class at a time (a class's batch is the peak activation memory)."""
+    a graph, one class at a time."""
     embedded = net.embed(synthetic)
     loss = embedded.new_zeros(())
     for c in range(context.real.num_classes):
-        with torch.no_grad():
-            real_mean = net.embed(context.real.class_batch(c, batch_real, generator)).mean(0)
+        real_mean = real_mean_embedding(net, context, c, batch_real, generator)
         loss = loss + (real_mean - embedded[labels == c].mean(0)).square().sum()
     return loss
 
