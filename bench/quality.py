@@ -1,0 +1,138 @@
+"""Distillation quality on the embedded dataset at ipc 1: does S2D keep what DM keeps, for fewer
+bytes, and does the dynamic memory help the classes that differ only in motion?
+
+Rows (each evaluated with the same protocol, R repeats, mean ± std of the final epoch):
+full real data, random real, herding, k-center, DM, and S2D-DM with spc:dpc 1:0 (static
+only), 1:1 and 2:2, on a static memory learnt by static DM. Columns: top-1, top-5, the
+static and dynamic class groups, stored MiB, and ratios to the random row.
+
+CPU budget: the defaults (200 iterations at 16 real clips per class, 100 evaluation epochs,
+full data 20 epochs x 1 repeat) take about half an hour on 2 cores; the paper's budget
+(1000 iterations, 500 epochs) is --iterations 1000 --epochs 500 --full-epochs 500.
+
+    python bench/quality.py [--iterations 200] [--epochs 100] [--repeats 3] [--smoke-test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from calibration import print_calibration
+
+from s2d_ray.data import ArrowClipDataset, PrepareConfig, prepare
+from s2d_ray.distill import DistillConfig, as_videos, run_distillation
+from s2d_ray.evaluation import (
+    EvalConfig,
+    ResultRow,
+    class_groups,
+    evaluate_real,
+    evaluate_set,
+    format_table,
+)
+from s2d_ray.methods import RealData
+from s2d_ray.synthetic import load_set
+from s2d_ray.tracking import TrackingConfig
+
+MIB = 2**20
+
+
+def distil(data, out, method, iterations, batch_real, seed, **kw) -> str:
+    stage = kw.pop("stage", "video")
+    if method in ("random", "herding", "kcenter"):
+        iterations, batch_real = 0, None
+    method_config = {"batch_real": batch_real} if batch_real else {}
+    config = DistillConfig(
+        method=method,
+        stage=stage,
+        data=data,
+        out=str(out),
+        ipc=kw.pop("ipc", 1),
+        iterations=iterations,
+        final_eval=False,
+        seed=seed,
+        method_config={**method_config, **kw.pop("mc", {})},
+        **kw,
+    )
+    started = time.perf_counter()
+    run_distillation(config, TrackingConfig.disabled())
+    print(f"  distilled {out.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return str(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--batch-real", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--full-epochs", type=int, default=20)
+    p.add_argument("--full-repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--smoke-test", action="store_true")
+    args = p.parse_args()
+    print_calibration()
+    videos = None
+    if args.smoke_test:
+        args.iterations, args.epochs, args.repeats, args.full_epochs, videos = 2, 2, 1, 1, 4
+    with tempfile.TemporaryDirectory(prefix="s2d-bench-quality-") as tmp:
+        work = Path(tmp)
+        data = str(work / "data")
+        prepare(
+            PrepareConfig(dataset="embedded", out=data, max_videos_per_class=videos), progress=False
+        )
+        real = RealData.open(data)
+        test = ArrowClipDataset(real.shards, "test")
+        groups = class_groups(real.shards, seed=args.seed)
+        it, br, seed = args.iterations, args.batch_real, args.seed
+        print(f"distilling ({it} iterations, {br} real clips per class per iteration)")
+        sets = {}
+        for method in ("random", "herding", "kcenter", "dm"):
+            sets[method] = distil(data, work / method, method, it, br, seed)
+        for spc in (1, 2):
+            distil(data, work / f"static{spc}", "dm", it, br, seed, stage="static", ipc=spc)
+        for spc, dpc in ((1, 0), (1, 1), (2, 2)):
+            sets[f"s2d-dm {spc}:{dpc}"] = distil(
+                data,
+                work / f"s2d-{spc}-{dpc}",
+                "s2d-dm",
+                it,
+                br,
+                seed,
+                static=str(work / f"static{spc}"),
+                mc={"dpc": dpc},
+            )
+        config = EvalConfig(epochs=args.epochs, repeats=args.repeats, seed=seed)
+        rows = []
+        for name, path in sets.items():
+            started = time.perf_counter()
+            synthetic, manifest = load_set(path)
+            items, labels = as_videos(synthetic, real.clip_shape[0])
+            result = evaluate_set(items, labels, test, config)
+            rows.append(ResultRow(name, result, manifest["bytes"] / MIB, groups))
+            print(f"  evaluated {name} in {time.perf_counter() - started:.0f} s", flush=True)
+        full = config.model_copy(update={"epochs": args.full_epochs, "repeats": args.full_repeats})
+        rows.insert(
+            0, ResultRow("full real data", evaluate_real(real.train, test, full), None, groups)
+        )
+    random_row = next(r for r in rows if r.name == "random")
+    print(
+        f"\nembedded dataset, ipc 1: {args.repeats} repeats x {args.epochs} epochs "
+        f"(full data: {args.full_repeats} x {args.full_epochs}), "
+        f"{len(test)} test clips; static classes {groups['static']}, dynamic {groups['dynamic']}"
+    )
+    print(format_table(rows))
+    print("\nratios to the random row (accuracy, MiB):")
+    for row in rows:
+        mib = "-" if row.mib is None else f"{row.mib / random_row.mib:.3f}"
+        print(f"  {row.name:<18} top-1 {row.result.mean / random_row.result.mean:5.2f}x  MiB {mib}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+
+
+if __name__ == "__main__":
+    main()
