@@ -17,6 +17,11 @@ quickstart: $(VENV)/.installed
 	$(PY) jobs/prepare_data.py --dataset embedded --out $(WORKDIR)/data
 	$(PY) jobs/train_experts.py --data $(WORKDIR)/data --out $(WORKDIR)/experts \
 		--num-experts 2 --workers 2 --epochs 2
+	$(PY) jobs/distill_static.py --data $(WORKDIR)/data --out $(WORKDIR)/static --spc 1 \
+		--method dm --iterations 20 --no-eval
+	$(PY) jobs/distill.py --method s2d-dm --data $(WORKDIR)/data --out $(WORKDIR)/s2d-dm \
+		--ipc 1 --static $(WORKDIR)/static --dpc 1 --iterations 20 --batch-real 16 \
+		--eval-epochs 50 --eval-repeats 1
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed
@@ -33,6 +38,9 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/data_throughput.py
 	$(PY) bench/expert_farm.py
+	$(PY) bench/evaluate.py
+	$(PY) bench/distill_step.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

@@ -3,7 +3,8 @@ bytes, and does the dynamic memory help the classes that differ only in motion?
 
 Rows (each evaluated with the same protocol, R repeats, mean ± std of the final epoch):
 full real data, random real, herding, k-center, DM, and S2D-DM with spc:dpc 1:0 (static
-only), 1:1 and 2:2, on a static memory learnt by static DM. Columns: top-1, top-5, the
+only), 1:1 and 2:2, on a static memory learnt by static DM, and the 1:1 set stored in fp16.
+Columns: top-1, top-5, the
 static and dynamic class groups, stored MiB, and ratios to the random row.
 
 CPU budget: the defaults (200 iterations at 16 real clips per class, 100 evaluation epochs,
@@ -34,7 +35,7 @@ from s2d_ray.evaluation import (
     format_table,
 )
 from s2d_ray.methods import RealData
-from s2d_ray.synthetic import load_set
+from s2d_ray.synthetic import load_set, save_set
 from s2d_ray.tracking import TrackingConfig
 
 MIB = 2**20
@@ -106,6 +107,10 @@ def main() -> None:
                 static=str(work / f"static{spc}"),
                 mc={"dpc": dpc},
             )
+        # fp16 storage: the same S2D 1:1 set saved in half precision
+        synthetic, manifest = load_set(sets["s2d-dm 1:1"])
+        save_set(synthetic, work / "s2d-1-1-fp16", manifest, dtype="float16")
+        sets["s2d-dm 1:1 fp16"] = str(work / "s2d-1-1-fp16")
         config = EvalConfig(epochs=args.epochs, repeats=args.repeats, seed=seed)
         rows = []
         for name, path in sets.items():

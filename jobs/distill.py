@@ -5,6 +5,8 @@
     python jobs/distill.py --method s2d-dm --data work/embedded --out work/s2d --ipc 1 \\
         --static work/static --dpc 1
     python jobs/distill.py --method herding --data work/embedded --out work/herding --ipc 1
+    python jobs/distill.py --method s2d-mtt --data work/embedded --out work/s2d-mtt --ipc 1 \
+        --static work/static --experts work/experts --syn-steps 10
 
 Defaults are the paper's hyperparameters for the dataset and ipc (SPEC §6). Re-running the
 same command resumes from the last checkpoint. The folder --out is the distilled set:
@@ -31,7 +33,13 @@ METHOD_FLAGS = [
     "dpc",
     "integrator",
     "features",
-    "expert_store",
+    "experts",
+    "syn_steps",
+    "batch_syn",
+    "expert_epochs",
+    "max_start_epoch",
+    "unroll",
+    "lr_lr",
 ]
 
 
@@ -48,7 +56,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-hal", type=float, help="S2D: learning rate of the integrator H")
     p.add_argument("--batch-real", type=int, help="real clips per class per iteration")
     p.add_argument("--features", choices=["random", "expert"], help="coresets' feature network")
-    p.add_argument("--experts", dest="expert_store", help="trajectory store (expert features)")
+    p.add_argument("--experts", help="trajectory store (MTT methods; coreset expert features)")
+    p.add_argument("--syn-steps", type=int, help="MTT: student steps per iteration")
+    p.add_argument("--batch-syn", type=int, help="MTT: synthetic videos per student step")
+    p.add_argument("--expert-epochs", type=int, help="MTT: epochs between start and target")
+    p.add_argument("--max-start-epoch", type=int, help="MTT: start epochs drawn below this")
+    p.add_argument(
+        "--unroll",
+        choices=["full", "constant"],
+        help="MTT: one graph through all steps, or constant memory (default)",
+    )
+    p.add_argument("--lr-lr", type=float, help="MTT: learning rate of syn_lr (1e-5)")
     add_common(p)
     return p.parse_args(argv)
 

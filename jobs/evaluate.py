@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="convnet3d", help="convnet3d, convnet_gru, convnet_lstm")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, help="default 500 (100 for the recurrent nets)")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, help="default 0.01, or the set's own (MTT: syn_lr)")
     p.add_argument("--no-standardize", action="store_true", help="skip per-batch standard.")
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
     p.add_argument("--no-baseline", action="store_true", help="skip the random real baseline")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             arch=args.arch,
             epochs=2 if args.smoke_test else epochs,
             repeats=1 if args.smoke_test else args.repeats,
-            lr=args.lr,
+            lr=args.lr or 0.01,
             standardize=not args.no_standardize,
             seed=args.seed,
         )
@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     groups = class_groups(real.shards, seed=args.seed, device=device)
     rows, baselines = [], set()
     for path, data in sets:
-        result = evaluate_set(data.items, data.labels, test, config, device=device)
+        # a set's own settings (MTT: its learned lr) unless given on the command line
+        own = {k: v for k, v in data.manifest.get("eval", {}).items() if k != "lr" or not args.lr}
+        result = evaluate_set(
+            data.items, data.labels, test, config.model_copy(update=own), device=device
+        )
         rows.append(ResultRow(path, result, data.storage_bytes / MIB, groups))
         baselines.add(int(data.manifest.get("ipc") or len(data) // data.num_classes))
     if not args.no_baseline:

@@ -46,6 +46,7 @@ from s2d_ray.methods import (
 from s2d_ray.methods.checkpoint import load_checkpoint, save_checkpoint
 from s2d_ray.models import resolve_device
 from s2d_ray.synthetic import SyntheticImages, SyntheticSet, load_set, save_set
+from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig
 from s2d_ray.tracking.previews import class_gifs, frame_difference_png, grid_png
 
@@ -156,6 +157,7 @@ def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> Distill
         )
         losses = _iterate(config, method, key, start, run) if method.iterative else []
         meta = _provenance(config, method_config, real, static_manifest, run.run_id)
+        meta["eval"] = method.eval_overrides()
         manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
         summary = DistillSummary(
             config.out,
@@ -168,9 +170,10 @@ def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> Distill
             losses=losses,
         )
         if config.final_eval:
-            summary.rows = judge(config, method.synthetic, real, manifest["bytes"], run)
+            summary.rows = judge(config, method, real, manifest["bytes"], run)
         _log_previews(method.synthetic, real, run, config.eval.normalize)
-        run.log_artifact(config.out, "distilled")
+        for name in (MANIFEST, TENSORS):  # the set, not its checkpoint
+            run.log_artifact(files.join(config.out, name), "distilled")
         summary.seconds = time.perf_counter() - started
         run.log_metrics({"seconds": summary.seconds, "stored_mib": manifest["bytes"] / MIB})
     return summary
@@ -205,7 +208,9 @@ def _iterate(
             run.log_metric_steps(pending)
             pending = []
         if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
-            quick = config.eval.model_copy(update={"repeats": config.eval_repeats_during})
+            quick = config.eval.model_copy(
+                update={"repeats": config.eval_repeats_during, **method.eval_overrides()}
+            )
             result = evaluate_items(method.synthetic, method.context.real, quick)
             run.log_metrics({"eval_top1": result.mean, "eval_top5": result.top5_mean}, step=done)
             print(
@@ -233,16 +238,18 @@ def evaluate_items(synthetic: SyntheticSet, real: RealData, config: EvalConfig) 
 
 def judge(
     config: DistillConfig,
-    synthetic: SyntheticSet,
+    method: DistillMethod,
     real: RealData,
     stored_bytes: int,
     run: RunHandle,
 ) -> list[ResultRow]:
-    """The full protocol on the set, beside the same-size random real baseline."""
+    """The full protocol on the set (at the settings its method calls for, e.g. MTT's
+    learned lr), beside the same-size random real baseline at the protocol's own."""
     test = ArrowClipDataset(real.shards, "test")
     groups = class_groups(real.shards, seed=config.eval.seed, device=real.device)
-    items, labels = as_videos(synthetic, real.clip_shape[0])
-    result = evaluate_set(items, labels, test, config.eval, device=real.device)
+    items, labels = as_videos(method.synthetic, real.clip_shape[0])
+    own = config.eval.model_copy(update=method.eval_overrides())
+    result = evaluate_set(items, labels, test, own, device=real.device)
     baseline = random_baseline(real, test, config.ipc, config.eval)
     t, c, h, w = real.clip_shape
     videos_bytes = 4 * real.num_classes * config.ipc * t * c * h * w  # as float32 videos

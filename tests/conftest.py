@@ -61,3 +61,23 @@ def embedded_small(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("embedded_small")
     prepare(PrepareConfig(dataset="embedded", out=str(out), max_videos_per_class=4), progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def embedded_experts(embedded_small, tmp_path_factory) -> str:
+    """Two 3-epoch experts on ``embedded_small`` (in-process, no Ray): enough snapshots for
+    MTT with max_start_epoch 2 and expert_epochs 1."""
+    from s2d_ray.data import ArrowClipDataset, ClipShards
+    from s2d_ray.experts.store import TrajectoryStore
+    from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
+
+    shards = ClipShards(embedded_small)
+    config = ExpertConfig(epochs=3, batch_size=64).for_data(shards)
+    out = str(tmp_path_factory.mktemp("experts"))
+    store = TrajectoryStore(
+        out, settings=trajectory_settings(config, shards), dataset_fingerprint=shards.fingerprint
+    )
+    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    for expert_id in range(2):
+        train_expert(expert_id, config, train, test, store)
+    return out

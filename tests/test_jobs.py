@@ -161,6 +161,17 @@ def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [r["name"] for r in rows][-1] == "random real ipc 1" and len(rows) == 3
     assert rows[0]["mib"] < rows[1]["mib"]  # S2D stores less than full videos
+    cross = [
+        "--data",
+        embedded_small,
+        "--smoke-test",
+        "--arch",
+        "convnet_gru",
+        "--no-baseline",
+        str(tmp_path / "s2d-dm"),
+    ]
+    assert load_job("evaluate").main(cross) == 0
+    assert "evaluation: convnet_gru" in capsys.readouterr().out
 
 
 @pytest.mark.slow

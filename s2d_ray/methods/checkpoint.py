@@ -40,6 +40,7 @@ def save_checkpoint(out: str, method: DistillMethod, iteration: int, fingerprint
     fs, folder, tensor_path, state_path = _paths(out)
     fs.create_dir(folder, recursive=True)
     tensors = {f"synthetic.{k}": v for k, v in method.synthetic.state_dict().items()}
+    tensors |= {f"extra.{k}": v for k, v in method.extra_state().items()}
     optimizers = []
     for i, optimizer in enumerate(method.optimizers):
         state = optimizer.state_dict()
@@ -87,6 +88,9 @@ def load_checkpoint(out: str, method: DistillMethod, fingerprint: str) -> int | 
     method.synthetic.load_state_dict(
         {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     )
+    with torch.no_grad():
+        for name, value in method.extra_state().items():
+            value.copy_(tensors[f"extra.{name}"])
     for i, (optimizer, saved) in enumerate(
         zip(method.optimizers, state["optimizers"], strict=True)
     ):

@@ -55,7 +55,7 @@ def kcenter(features: torch.Tensor, k: int) -> list[int]:
 
 class CoresetConfig(StrictConfig):
     features: Literal["random", "expert"] = "random"
-    expert_store: str | None = Field(default=None, description="with features='expert'")
+    experts: str | None = Field(default=None, description="trajectory store, for 'expert'")
     expert_id: int = 0
     expert_epoch: int = Field(default=-1, description="-1: the last snapshot")
     batch_size: int = Field(default=64, ge=1)
@@ -101,12 +101,12 @@ class Coreset(DistillMethod):
         if config.features == "expert":
             from s2d_ray.experts.store import TrajectoryStore
 
-            if not config.expert_store:
+            if not config.experts:
                 raise ValueError("features='expert' needs --experts STORE")
-            store = TrajectoryStore.open(config.expert_store)
+            store = TrajectoryStore.open(config.experts)
             info = store.expert(config.expert_id)
             if info is None:
-                raise ValueError(f"expert {config.expert_id} is not in {config.expert_store}")
+                raise ValueError(f"expert {config.expert_id} is not in {config.experts}")
             epoch = info.epochs_completed if config.expert_epoch < 0 else config.expert_epoch
             flat = store.load_snapshot(config.expert_id, epoch)
             torch.nn.utils.vector_to_parameters(flat, model.parameters())

@@ -23,6 +23,9 @@ class RealData:
     def __post_init__(self) -> None:
         self.sampler = ClassSampler(self.train)
         self.transform = ClipTransform(normalize=self.normalize, standardize=False)
+        self._videos_of: list[list[np.ndarray]] = [[] for _ in range(self.num_classes)]
+        for rows in self.train.video_rows:
+            self._videos_of[int(self.train.labels[int(rows[0])])].append(rows)
 
     @classmethod
     def open(cls, data: str, device: torch.device | str = "cpu", normalize="imagenet") -> RealData:
@@ -48,8 +51,7 @@ class RealData:
 
     def video_rows(self, label: int) -> list[np.ndarray]:
         """The stored clips (rows) of each video of class ``label``."""
-        key_labels = [int(self.train.labels[int(rows[0])]) for rows in self.train.video_rows]
-        return [r for r, y in zip(self.train.video_rows, key_labels, strict=True) if y == label]
+        return self._videos_of[label]
 
     def one_clip_per_video(self, label: int, seed: int) -> np.ndarray:
         """One stored clip of every video of class ``label``, drawn with ``seed``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -28,7 +28,6 @@ class DistillContext:
     seed: int = 0
     static: SyntheticSet | None = None  # S2D stage-2 methods: the frozen static memory
     static_manifest: dict = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +62,14 @@ class DistillMethod:
         for optimizer in self.optimizers:
             optimizer.step()
         return {"loss": float(loss.detach())}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Learnt tensors outside the synthetic set (e.g. MTT's syn_lr), checkpointed too."""
+        return {}
+
+    def eval_overrides(self) -> dict:
+        """Evaluation settings this method's sets call for (e.g. MTT's learned lr)."""
+        return {}
 
     def learnable(self) -> list[torch.Tensor]:
         return [p for group in self.optimizers for g in group.param_groups for p in g["params"]]

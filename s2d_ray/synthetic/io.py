@@ -52,6 +52,7 @@ def save_set(
     data = safetensors.torch.save(tensors, metadata={"format": FORMAT})
     files.write_atomic(fs, files.join(root, TENSORS), data)
     manifest = {
+        **meta,  # provenance; what describes the files below is computed here and wins
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "kind": synthetic.kind,
@@ -59,7 +60,6 @@ def save_set(
         "storage_dtype": dtype,
         "bytes": synthetic.storage_bytes(dtype),
         "tensors_sha256": hashlib.sha256(data).hexdigest(),
-        **meta,
     }
     files.write_json(fs, files.join(root, MANIFEST), manifest)
     return manifest

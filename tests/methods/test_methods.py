@@ -11,6 +11,7 @@ from s2d_ray.methods.coresets import herding, kcenter
 from s2d_ray.methods.static import gradient_distance
 
 ITERATIONS = 6
+MTT = {"syn_steps": 3, "batch_syn": 5, "max_start_epoch": 2, "expert_epochs": 1}
 # (registry, name) -> (settings, probe before, probe after): the mean loss of 3 held-out
 # iterations before and after ITERATIONS steps, seed 0, on the small embedded set.
 PINNED = {
@@ -22,14 +23,18 @@ PINNED = {
         2.2172513,
         1.4446279,
     ),
+    ("video", "mtt"): ({**MTT, "lr_img": 100.0}, 22.312464, 1.0213557),
+    ("video", "s2d-mtt"): ({**MTT, "lr_dynamic": 100.0, "lr_hal": 1e-3}, 30.087289, 1.2529591),
 }
 ITERATIVE = [k for k in PINNED]
 
 
-def build(kind, name, context, **override):
+def build(kind, name, context, experts=None, **override):
     registry = STATIC_METHODS if kind == "static" else METHODS
     cls = get_method(name, registry)
     settings = {**PINNED[(kind, name)][0], **override}
+    if "experts" in cls.Config.model_fields and name.endswith("mtt"):
+        settings["experts"] = experts
     return cls(cls.Config(**settings), context)
 
 
@@ -56,9 +61,11 @@ def test_every_registered_method_is_covered():
 
 
 @pytest.mark.parametrize(("kind", "name"), ITERATIVE, ids=[f"{k}-{n}" for k, n in ITERATIVE])
-def test_method_beats_its_initialisation_on_held_out_iterations(kind, name, real, static_memory):
+def test_method_beats_its_initialisation_on_held_out_iterations(
+    kind, name, real, static_memory, embedded_experts
+):
     context = DistillContext(real, ipc=1, seed=0, static=static_memory)
-    method = build(kind, name, context)
+    method = build(kind, name, context, embedded_experts)
     before = probe(method)
     losses = [method.step(i)["loss"] for i in range(ITERATIONS)]
     after = probe(method)
@@ -70,9 +77,11 @@ def test_method_beats_its_initialisation_on_held_out_iterations(kind, name, real
 
 
 @pytest.mark.parametrize(("kind", "name"), ITERATIVE, ids=[f"{k}-{n}" for k, n in ITERATIVE])
-def test_gradients_reach_only_the_learnable_tensors(kind, name, real, static_memory):
+def test_gradients_reach_only_the_learnable_tensors(
+    kind, name, real, static_memory, embedded_experts
+):
     context = DistillContext(real, ipc=1, seed=0, static=static_memory)
-    method = build(kind, name, context)
+    method = build(kind, name, context, embedded_experts)
     before = {k: v.detach().clone() for k, v in method.synthetic.state_dict().items()}
     method.step(0)
     after = method.synthetic.state_dict()
@@ -82,7 +91,7 @@ def test_gradients_reach_only_the_learnable_tensors(kind, name, real, static_mem
         changed = not torch.equal(value, after[key])
         is_learnable = key in named and id(named[key]) in learnable
         assert changed == is_learnable, key
-    if name == "s2d-dm":
+    if name.startswith("s2d"):
         assert "static" in before and not method.synthetic.static.requires_grad
 
 

@@ -117,8 +117,10 @@ def test_save_load_round_trip(tmp_path, dtype):
                       SyntheticVideos(torch.randn(C, T, 3, H, H), C)):  # fmt: skip
         path = tmp_path / f"{synthetic.kind}-{dtype}-{len(list(tmp_path.iterdir()))}"
         meta = {"method": "test", "dataset": {"classes": ["a", "b", "c"], "fingerprint": "f"}}
-        manifest = save_set(synthetic, path, meta, dtype=dtype)
+        stale = {"bytes": -1, "storage_dtype": "int8", "kind": "other"}  # e.g. a copied manifest
+        manifest = save_set(synthetic, path, {**stale, **meta}, dtype=dtype)
         assert manifest["bytes"] == synthetic.storage_bytes(dtype)
+        assert manifest["storage_dtype"] == dtype and manifest["kind"] == synthetic.kind
         assert json.loads((path / "manifest.json").read_text())["kind"] == synthetic.kind
         loaded, m = load_set(path)
         assert type(loaded) is type(synthetic) and m["method"] == "test"
