@@ -25,7 +25,7 @@ from pathlib import Path
 from calibration import print_calibration
 
 from s2d_ray.data import ArrowClipDataset, PrepareConfig, prepare
-from s2d_ray.distill import DistillConfig, as_videos, run_distillation
+from s2d_ray.distill import DistillConfig, DivergedError, as_videos, run_distillation
 from s2d_ray.evaluation import (
     EvalConfig,
     ResultRow,
@@ -41,7 +41,7 @@ from s2d_ray.tracking import TrackingConfig
 MIB = 2**20
 
 
-def distil(data, out, method, iterations, batch_real, seed, **kw) -> str:
+def distil(data, out, method, iterations, batch_real, seed, **kw) -> str | None:
     stage = kw.pop("stage", "video")
     if method in ("random", "herding", "kcenter"):
         iterations, batch_real = 0, None
@@ -59,7 +59,11 @@ def distil(data, out, method, iterations, batch_real, seed, **kw) -> str:
         **kw,
     )
     started = time.perf_counter()
-    run_distillation(config, TrackingConfig.disabled())
+    try:
+        run_distillation(config, TrackingConfig.disabled())
+    except DivergedError as exc:  # a row of the table, not the end of the benchmark
+        print(f"  {out.name}: {exc}", flush=True)
+        return None
     print(f"  distilled {out.name} in {time.perf_counter() - started:.0f} s", flush=True)
     return str(out)
 
@@ -107,13 +111,16 @@ def main() -> None:
                 static=str(work / f"static{spc}"),
                 mc={"dpc": dpc},
             )
-        # fp16 storage: the same S2D 1:1 set saved in half precision
-        synthetic, manifest = load_set(sets["s2d-dm 1:1"])
-        save_set(synthetic, work / "s2d-1-1-fp16", manifest, dtype="float16")
-        sets["s2d-dm 1:1 fp16"] = str(work / "s2d-1-1-fp16")
+        if sets["s2d-dm 1:1"]:  # fp16 storage: the same S2D 1:1 set in half precision
+            synthetic, manifest = load_set(sets["s2d-dm 1:1"])
+            save_set(synthetic, work / "s2d-1-1-fp16", manifest, dtype="float16")
+            sets["s2d-dm 1:1 fp16"] = str(work / "s2d-1-1-fp16")
         config = EvalConfig(epochs=args.epochs, repeats=args.repeats, seed=seed)
         rows = []
         for name, path in sets.items():
+            if path is None:
+                print(f"  {name}: diverged, no row", flush=True)
+                continue
             started = time.perf_counter()
             synthetic, manifest = load_set(path)
             items, labels = as_videos(synthetic, real.clip_shape[0])

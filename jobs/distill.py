@@ -43,6 +43,10 @@ METHOD_FLAGS = [
 ]
 
 
+# --smoke-test for trajectory matching: two student steps, experts of a single epoch will do
+SMOKE_MTT = {"syn_steps": 2, "batch_syn": 10, "max_start_epoch": 1, "expert_epochs": 1}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--method", required=True, choices=sorted(METHODS))
@@ -79,11 +83,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke_test and not args.static:
                 args.static = smoke_static(args)
             check_spc(args)
+        method_config = overrides(args, METHOD_FLAGS)
+        if args.smoke_test and "syn_steps" in METHODS[args.method].Config.model_fields:
+            method_config = {**SMOKE_MTT, **method_config}
         return DistillConfig(
             method=args.method,
             ipc=args.ipc,
             static=args.static,
-            method_config=overrides(args, METHOD_FLAGS),
+            method_config=method_config,
             **common_config(args),
         )
 

@@ -46,6 +46,19 @@ def tensors(path):
     return load_set(path)[0].stored_tensors()
 
 
+def interrupt_at(monkeypatch, cls, iteration: int) -> None:
+    """Make ``cls.step`` raise KeyboardInterrupt at ``iteration`` (a killed run)."""
+    real_step = cls.step
+
+    def step(self, i):
+        if i == iteration:
+            monkeypatch.setattr(cls, "step", real_step)  # the re-run is not interrupted
+            raise KeyboardInterrupt
+        return real_step(self, i)
+
+    monkeypatch.setattr(cls, "step", step)
+
+
 @pytest.mark.parametrize("method", ["dm", "s2d-dm"])
 def test_interrupted_run_resumes_bit_identical(
     embedded_small, static, tmp_path, method, monkeypatch
@@ -56,17 +69,9 @@ def test_interrupted_run_resumes_bit_identical(
     clean = run_distillation(config(embedded_small, tmp_path / "clean", **kw), OFF)
     assert clean.iterations_run == 6 and clean.resumed_from is None
 
-    real_step = _DistributionMatching.step
-
-    def crash_at_5(self, iteration):
-        if iteration == 4:
-            raise KeyboardInterrupt
-        return real_step(self, iteration)
-
-    monkeypatch.setattr(_DistributionMatching, "step", crash_at_5)
+    interrupt_at(monkeypatch, _DistributionMatching, 4)
     with pytest.raises(KeyboardInterrupt):
         run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
-    monkeypatch.setattr(_DistributionMatching, "step", real_step)
     state = json.loads((tmp_path / "crashed" / "checkpoint" / "state.json").read_text())
     assert state["iteration"] == 3  # checkpoints after iterations 2 and 4 (1-based)
     resumed = run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
@@ -74,6 +79,34 @@ def test_interrupted_run_resumes_bit_identical(
     assert resumed.losses == clean.losses[4:]
     for name, value in tensors(tmp_path / "clean").items():
         assert torch.equal(value, tensors(tmp_path / "crashed")[name]), name
+
+
+def test_interrupted_mtt_run_resumes_bit_identical_with_its_syn_lr(
+    embedded_small, embedded_experts, tmp_path, monkeypatch
+):
+    from s2d_ray.methods.mtt import _TrajectoryMatching
+
+    mc = {
+        "experts": embedded_experts,
+        "syn_steps": 2,
+        "batch_syn": 5,
+        "max_start_epoch": 2,
+        "lr_img": 100.0,
+        "lr_lr": 1e-3,
+    }
+    kw = {"method": "mtt", "iterations": 4, "method_config": mc}
+    clean = run_distillation(config(embedded_small, tmp_path / "clean", **kw), OFF)
+    interrupt_at(monkeypatch, _TrajectoryMatching, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
+    resumed = run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
+    assert resumed.resumed_from == 1 and resumed.losses == clean.losses[2:]
+    assert torch.equal(tensors(tmp_path / "clean")["items"], tensors(tmp_path / "crashed")["items"])
+    lrs = [
+        json.loads((tmp_path / d / "manifest.json").read_text())["eval"]["lr"]
+        for d in ("clean", "crashed")
+    ]
+    assert lrs[0] == lrs[1] and lrs[0] != 0.01  # the learned syn_lr, resumed exactly
 
 
 def test_a_finished_run_extends_with_more_iterations(embedded_small, tmp_path):

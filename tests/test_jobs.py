@@ -108,10 +108,26 @@ def arid_shards(tmp_path_factory):
     return str(out)
 
 
+def train_experts_in_process(data: str, out: str, epochs: int = 1) -> str:
+    from s2d_ray.data import ArrowClipDataset, ClipShards
+    from s2d_ray.experts.store import TrajectoryStore
+    from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
+
+    shards = ClipShards(data)
+    config = ExpertConfig(epochs=epochs, batch_size=64).for_data(shards)
+    store = TrajectoryStore(
+        out, settings=trajectory_settings(config, shards), dataset_fingerprint=shards.fingerprint
+    )
+    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    train_expert(0, config, train, test, store)
+    return out
+
+
 def distill_all(data: str, out, capsys) -> dict[str, str]:
     """Every registered method through the jobs, smoke-sized; returns each one's printout."""
     from s2d_ray.methods import METHODS
 
+    experts = train_experts_in_process(data, str(out / "experts"))
     printed = {}
     static = str(out / "static")
     assert (
@@ -136,6 +152,8 @@ def distill_all(data: str, out, capsys) -> dict[str, str]:
         ]
         if METHODS[method].needs_static:
             args += ["--static", static, "--spc", "1"]
+        if method.endswith("mtt"):
+            args += ["--experts", experts]
         assert load_job("distill").main(args) == 0, method
         printed[method] = capsys.readouterr().out
     return printed
@@ -145,7 +163,7 @@ def distill_all(data: str, out, capsys) -> dict[str, str]:
 def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp_path, capsys):
     printed = distill_all(embedded_small, tmp_path, capsys)
     assert "| dm ipc 1 " in printed["dm"] and "| random real ipc 1 " in printed["dm"]
-    assert "| s2d-dm ipc 1 " in printed["s2d-dm"]
+    assert "| s2d-dm ipc 1 " in printed["s2d-dm"] and "| s2d-mtt ipc 1 " in printed["s2d-mtt"]
     code = load_job("evaluate").main(
         [
             str(tmp_path / "s2d-dm"),

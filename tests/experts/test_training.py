@@ -74,9 +74,9 @@ def test_experts_differ_by_id_and_reproduce_by_seed(tmp_path, data):
     assert not torch.equal(a.load_snapshot(0, 1), a.load_snapshot(1, 1))
 
 
-def test_interrupted_expert_resumes_bit_identical(tmp_path, data):
+def test_interrupted_expert_resumes_bit_identical_with_jitter_and_flips(tmp_path, data):
     shards, train, test = data
-    config = cfg(epochs=3)
+    config = cfg(epochs=3, flip=True)
     clean = open_store(tmp_path / "clean", shards, config)
     train_expert(0, config, train, test, clean)
 
@@ -96,6 +96,7 @@ def test_interrupted_expert_resumes_bit_identical(tmp_path, data):
     assert resumed_epochs == [2, 3]
     for epoch in range(4):
         assert torch.equal(clean.load_snapshot(0, epoch), crashed.load_snapshot(0, epoch))
+    assert clean.settings["flip"] is True and clean.settings["clips_per_video"] == 4
 
 
 def test_complete_expert_is_not_retrained_and_can_be_extended(tmp_path, data):
@@ -184,25 +185,6 @@ def test_flip_default_comes_from_the_dataset(name):
     assert ExpertConfig(flip=not expected).for_data(shards).flip is (not expected)
     with pytest.raises(ValueError, match="for_data"):
         ExpertConfig().transform()
-
-
-def test_resume_is_bit_identical_with_jitter_and_flips_on(tmp_path, data):
-    shards, train, test = data
-    config = cfg(epochs=3, flip=True)
-    clean = open_store(tmp_path / "clean", shards, config)
-    train_expert(0, config, train, test, clean)
-    crashed = open_store(tmp_path / "crashed", shards, config)
-
-    def crash_after_epoch_2(expert_id, epoch, metrics):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_expert(0, config, train, test, crashed, on_epoch=crash_after_epoch_2)
-    train_expert(0, config, train, test, crashed)
-    for epoch in range(4):
-        assert torch.equal(clean.load_snapshot(0, epoch), crashed.load_snapshot(0, epoch))
-    assert clean.settings["flip"] is True and clean.settings["clips_per_video"] == 4
 
 
 def test_store_extends_from_3_to_5_epochs_without_retraining(tmp_path, data):
