@@ -86,17 +86,16 @@ def test_train_experts_smoke_test_end_to_end(tiny_shards, tmp_path, capsys, ray_
 def arid_shards(tmp_path_factory):
     """The real ARID clips (dark, H.264, 320x240 and 476x240) at 8x64², 2 videos per class
     split 1 train / 1 test."""
-    from conftest import SHARED_DATA
-
     from s2d_ray.data import PrepareConfig, prepare
 
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample clips not found at {SHARED_DATA}")
+    arid = ROOT.parent / "shared" / "data" / "arid11"
+    if not arid.is_dir():
+        pytest.skip(f"real sample clips not found at {arid}")
     out = tmp_path_factory.mktemp("arid")
     prepare(
         PrepareConfig(
             dataset="video-folder",
-            root=str(SHARED_DATA / "arid11"),
+            root=str(arid),
             out=str(out),
             frames=8,
             size=64,
