@@ -67,17 +67,7 @@ def embedded_small(tmp_path_factory) -> str:
 def embedded_experts(embedded_small, tmp_path_factory) -> str:
     """Two 3-epoch experts on ``embedded_small`` (in-process, no Ray): enough snapshots for
     MTT with max_start_epoch 2 and expert_epochs 1."""
-    from s2d_ray.data import ArrowClipDataset, ClipShards
-    from s2d_ray.experts.store import TrajectoryStore
-    from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
+    from experts_in_process import train_experts
 
-    shards = ClipShards(embedded_small)
-    config = ExpertConfig(epochs=3, batch_size=64).for_data(shards)
     out = str(tmp_path_factory.mktemp("experts"))
-    store = TrajectoryStore(
-        out, settings=trajectory_settings(config, shards), dataset_fingerprint=shards.fingerprint
-    )
-    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
-    for expert_id in range(2):
-        train_expert(expert_id, config, train, test, store)
-    return out
+    return train_experts(embedded_small, out, num_experts=2, epochs=3)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from experts_in_process import train_experts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,26 +108,11 @@ def arid_shards(tmp_path_factory):
     return str(out)
 
 
-def train_experts_in_process(data: str, out: str, epochs: int = 1) -> str:
-    from s2d_ray.data import ArrowClipDataset, ClipShards
-    from s2d_ray.experts.store import TrajectoryStore
-    from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
-
-    shards = ClipShards(data)
-    config = ExpertConfig(epochs=epochs, batch_size=64).for_data(shards)
-    store = TrajectoryStore(
-        out, settings=trajectory_settings(config, shards), dataset_fingerprint=shards.fingerprint
-    )
-    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
-    train_expert(0, config, train, test, store)
-    return out
-
-
 def distill_all(data: str, out, capsys) -> dict[str, str]:
     """Every registered method through the jobs, smoke-sized; returns each one's printout."""
     from s2d_ray.methods import METHODS
 
-    experts = train_experts_in_process(data, str(out / "experts"))
+    experts = train_experts(data, str(out / "experts"))
     printed = {}
     static = str(out / "static")
     assert (
