@@ -10,8 +10,9 @@ and per-class accuracy are kept, so static/dynamic group accuracies follow.
 The set is materialised once and kept on the device; an epoch only indexes it.
 
 Repeats run one after another (``sequential``) or as one stacked model under ``torch.func.vmap``
-(``vmap``): every repeat gets its own init, order and dropout either way. ``auto`` picks the mode
-measured faster on the device (``bench/evaluate.py``).
+(``vmap``): every repeat gets its own init, order and dropout either way. ``auto`` picks
+sequential on CPU, where it measured faster (``bench/evaluate.py``), and vmap on CUDA (not
+yet measured).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class EvalResult:
 
 def resolve_repeat_mode(config: EvalConfig, device: torch.device) -> str:
     """``auto``: sequential on CPU (vmap's grouped convolutions measured slower there, see
-    bench/evaluate.py), vmap on CUDA where one stacked model fills the GPU better."""
+    bench/evaluate.py), vmap on CUDA, where it is expected to fill the GPU better but is not
+    yet measured (no GPU so far): pass ``sequential`` or ``vmap`` to choose."""
     if config.repeat_mode != "auto":
         return config.repeat_mode
     return "vmap" if device.type == "cuda" else "sequential"
