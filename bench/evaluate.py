@@ -34,7 +34,7 @@ class PerItemIntegrator(Dataset):
 
     def __init__(self, memory: S2DMemory) -> None:
         self.memory = memory
-        self.static_idx, self.dynamic_idx, self.labels = memory.pairs()
+        self.static_idx, self.dynamic_idx, self.labels, _ = memory.pairs()
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -122,7 +122,7 @@ def evaluate_set(
     ``items``: float videos (N, T, 3, H, W) in the normalised space of ``config.normalize``.
     """
     device = torch.device(device)
-    items, labels = items.detach().to(device).float(), labels.to(device)
+    items, labels = items.detach().to(device).float(), labels.detach().to(device)
     num_classes = test.num_classes
     clip_shape = tuple(items.shape[1:])
     models = [
@@ -194,6 +194,15 @@ def real_batches(
     return batches
 
 
+def supervised_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class indices; on learnt label vectors (FRePo's option) the squared
+    error summed over classes, meaned over the batch: the regression those labels were
+    learnt for."""
+    if targets.is_floating_point():
+        return (logits - targets).square().sum(-1).mean()
+    return F.cross_entropy(logits, targets)
+
+
 def train_network(
     model: nn.Module,
     batches: Batches,
@@ -215,7 +224,7 @@ def train_network(
             for x, y in batches(epoch, order):
                 x = standardize(x) if config.standardize else x
                 with autocast_context(device, config.precision == "bf16"):
-                    loss = F.cross_entropy(model(x).float(), y)
+                    loss = supervised_loss(model(x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -293,7 +302,7 @@ def train_stacked(
                     x = (x - mean) / std
                 with autocast_context(device, config.precision == "bf16"):
                     logits = forward(params, buffers, x).float()
-                loss = F.cross_entropy(logits.flatten(0, 1), labels[idx].flatten()) * repeats
+                loss = supervised_loss(logits.flatten(0, 1), labels[idx].flatten(0, 1)) * repeats
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

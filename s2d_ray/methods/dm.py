@@ -13,21 +13,21 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from s2d_ray.config import StrictConfig
+from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import create
 from s2d_ray.seeding import derive_seed, torch_generator
-from s2d_ray.synthetic import S2DMemory, SyntheticImages, SyntheticVideos
+from s2d_ray.synthetic.temporal import TemporalConfig
 
 
-class DMConfig(StrictConfig):
+class DMConfig(TemporalConfig):
     lr_img: float = Field(default=30.0, gt=0)
     momentum: float = Field(default=0.5, ge=0, lt=1)
     batch_real: int = Field(default=64, ge=1)
     network: str = "convnet3d"
 
 
-class S2DDMConfig(StrictConfig):
+class S2DDMConfig(TemporalConfig):
     lr_dynamic: float = Field(default=1e-4, gt=0)
     lr_hal: float = Field(default=1e-5, gt=0)
     momentum: float = Field(default=0.95, ge=0, lt=1)
@@ -104,56 +104,10 @@ class DM(_DistributionMatching):
 
     def __init__(self, config: DMConfig, context: DistillContext) -> None:
         super().__init__(config, context)
-        videos, _ = context.real.random_videos(context.ipc, context.seed)
-        self.synthetic = SyntheticVideos(videos, context.real.num_classes).to(context.device)
+        self.synthetic = real_initialised_videos(config, context)
         self.optimizers = [
             torch.optim.SGD([self.synthetic.items], lr=config.lr_img, momentum=config.momentum)
         ]
-
-
-def build_memory(config, context: DistillContext) -> S2DMemory:
-    """The S2D memory on the frozen static memory of ``context``; checks it fits the data."""
-    static = context.static
-    real = context.real
-    if not isinstance(static, SyntheticImages):
-        raise ValueError("S2D methods need a static memory: pass --static DIR from distill_static")
-    if (
-        static.num_classes != real.num_classes
-        or tuple(static.items.shape[1:]) != (real.clip_shape[1:])
-    ):
-        raise ValueError(
-            f"the static memory holds {static.num_classes} classes of images "
-            f"{tuple(static.items.shape[1:])}, but the data has {real.num_classes} classes of "
-            f"frames {real.clip_shape[1:]}; distil the static memory on the same shards"
-        )
-    made_on = context.static_manifest.get("dataset", {}).get("fingerprint")
-    if made_on not in (None, real.shards.fingerprint):
-        raise ValueError(
-            f"the static memory was distilled on dataset fingerprint {made_on}, the data has "
-            f"{real.shards.fingerprint}; distil the static memory on the same shards"
-        )
-    generator = torch_generator(context.seed, "s2d-memory-init")
-    return S2DMemory(
-        static.items.detach(),
-        real.num_classes,
-        frames=real.clip_shape[0],
-        vpc=context.ipc,
-        dpc=config.dpc,
-        integrator=config.integrator,
-        generator=generator,
-    )
-
-
-def s2d_optimizers(memory: S2DMemory, config) -> list[torch.optim.Optimizer]:
-    """SGD over the dynamic memory (lr_dynamic) and H (lr_hal); the static memory is frozen.
-    None for a static-only memory (dpc = 0), which has nothing to learn."""
-    if not memory.dpc:
-        return []
-    groups = [
-        {"params": [memory.dynamic], "lr": config.lr_dynamic},
-        {"params": list(memory.integrator.parameters()), "lr": config.lr_hal},
-    ]
-    return [torch.optim.SGD(groups, lr=config.lr_dynamic, momentum=config.momentum)]
 
 
 @register_method("s2d-dm")
@@ -165,6 +119,6 @@ class S2DDM(_DistributionMatching):
 
     def __init__(self, config: S2DDMConfig, context: DistillContext) -> None:
         super().__init__(config, context)
-        self.synthetic = build_memory(config, context).to(context.device)
+        self.synthetic = build_memory(config, context)
         self.optimizers = s2d_optimizers(self.synthetic, config)
         self.iterative = bool(self.optimizers)  # static only (dpc = 0): nothing to learn

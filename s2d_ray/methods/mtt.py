@@ -35,19 +35,19 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from s2d_ray.config import StrictConfig, absolute_uri
+from s2d_ray.config import absolute_uri
 from s2d_ray.data.stream import standardize
 from s2d_ray.experts.store import TrajectoryStore
-from s2d_ray.methods.dm import build_memory, s2d_optimizers
+from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import autocast_context, create, functional_forward
 from s2d_ray.seeding import derive_seed, numpy_rng, torch_generator
-from s2d_ray.synthetic import SyntheticVideos
+from s2d_ray.synthetic.temporal import TemporalConfig
 
 MIN_SYN_LR = 0.001
 
 
-class MTTConfig(StrictConfig):
+class MTTConfig(TemporalConfig):
     experts: str | None = Field(default=None, description="trajectory store (path or URI)")
     _absolute = field_validator("experts")(absolute_uri)
     syn_steps: int = Field(default=10, ge=1)
@@ -248,8 +248,7 @@ class MTT(_TrajectoryMatching):
     def __init__(self, config: MTTConfig, context: DistillContext) -> None:
         super().__init__(config, context)
         self._setup_student(config, context)
-        videos, _ = context.real.random_videos(context.ipc, context.seed)
-        self.synthetic = SyntheticVideos(videos, context.real.num_classes).to(context.device)
+        self.synthetic = real_initialised_videos(config, context)
         self.optimizers = [
             torch.optim.SGD([self.synthetic.items], lr=config.lr_img, momentum=config.momentum),
             self.lr_optimizer,
@@ -266,5 +265,5 @@ class S2DMTT(_TrajectoryMatching):
     def __init__(self, config: S2DMTTConfig, context: DistillContext) -> None:
         super().__init__(config, context)
         self._setup_student(config, context)
-        self.synthetic = build_memory(config, context).to(context.device)
+        self.synthetic = build_memory(config, context)
         self.optimizers = [*s2d_optimizers(self.synthetic, config), self.lr_optimizer]

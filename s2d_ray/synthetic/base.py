@@ -1,11 +1,18 @@
 """What every synthetic set is: a module of learnable tensors that materialises into a labelled
-set once per use, and knows exactly how many bytes it stores."""
+set once per use, and knows exactly how many bytes it stores.
+
+Labels are implied by the class-major layout (int64 class indices) unless the set learns them
+(FRePo's option, ``learn_labels``): then every video slot carries a float label vector,
+initialised one-hot, that is stored with the set and that ``materialize`` returns instead of
+the class indices. Networks train on such targets by regression (``supervised_loss``).
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -17,6 +24,7 @@ class SyntheticSet(nn.Module):
 
     kind: ClassVar[str]
     num_classes: int
+    label_vectors: nn.Parameter | None = None  # learnt labels, one row per video slot
 
     def materialize(
         self, generator: torch.Generator | None = None
@@ -27,6 +35,36 @@ class SyntheticSet(nn.Module):
         """Exactly the tensors a saved set holds (labels that are implied are not stored)."""
         raise NotImplementedError
 
+    # -- learnt labels ---------------------------------------------------------------------
+    def slot_classes(self) -> torch.Tensor:
+        """The class of each video slot, class-major (the rows of ``label_vectors``)."""
+        raise NotImplementedError
+
+    def learn_labels(self) -> nn.Parameter:
+        """Give every slot a learnable float label vector, initialised one-hot."""
+        if self.label_vectors is None:
+            one_hot = F.one_hot(self.slot_classes(), self.num_classes).float()
+            self.label_vectors = nn.Parameter(one_hot.to(self._device()))
+        return self.label_vectors
+
+    def _targets(self, labels: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """What ``materialize`` returns as labels: the slots' learnt vectors, if any."""
+        return labels if self.label_vectors is None else self.label_vectors[slots]
+
+    def _with_labels(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.label_vectors is not None:
+            tensors["label_vectors"] = self.label_vectors.detach()
+        return tensors
+
+    def _restore_labels(self, tensors: dict[str, torch.Tensor]) -> SyntheticSet:
+        if "label_vectors" in tensors:
+            with torch.no_grad():
+                self.learn_labels().copy_(tensors["label_vectors"])
+        return self
+
+    def _device(self) -> torch.device:
+        return next(iter(self.buffers()), torch.empty(0)).device
+
     def layout(self) -> dict:
         """JSON-able shape information that, with ``stored_tensors``, rebuilds the set."""
         raise NotImplementedError
@@ -36,11 +74,11 @@ class SyntheticSet(nn.Module):
         raise NotImplementedError
 
     def storage_bytes(self, dtype: str = "float32") -> int:
-        """Bytes of the stored tensors when saved in ``dtype`` (labels are int64, unquantised)."""
+        """Bytes of the stored tensors when saved in ``dtype`` (integer tensors unquantised)."""
         itemsize = torch.empty((), dtype=STORAGE_DTYPES[dtype]).element_size()
         total = 0
-        for name, t in self.stored_tensors().items():
-            total += t.numel() * (t.element_size() if name == "labels" else itemsize)
+        for t in self.stored_tensors().values():
+            total += t.numel() * (itemsize if t.is_floating_point() else t.element_size())
         return total
 
 

@@ -123,8 +123,10 @@ class DistilledSet(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.items[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """(video, class index), or (video, label vector) for sets with learnt labels."""
+        label = self.labels[i]
+        return self.items[i], label.detach() if label.is_floating_point() else int(label)
 
 
 def load_distilled(path: str | Path) -> DistilledSet:

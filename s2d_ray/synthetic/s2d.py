@@ -14,6 +14,9 @@ of class c pairs one static image of its group with one dynamic map of its group
 
 dpc = 0 is the "static only" ablation (spc:dpc = 1:0): a video is its still image repeated
 over time, and no integrator is stored.
+
+With a ``temporal`` layout (temporal compression) the dynamic maps have K < T frames; H makes
+K-frame videos, held over the real T frames as ``synthetic.temporal`` describes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from s2d_ray.synthetic.base import SyntheticSet, check_per_class
 from s2d_ray.synthetic.integrators import create_integrator
+from s2d_ray.synthetic.temporal import expansion_index
 
 
 def slot_groups(count: int, vpc: int) -> list[list[int]]:
@@ -50,6 +54,7 @@ class S2DMemory(SyntheticSet):
         dpc: int,
         integrator: str = "conv3d",
         generator: torch.Generator | None = None,
+        temporal: dict | None = None,
     ) -> None:
         super().__init__()
         if static.dim() != 4 or static.shape[1] != 3 or static.shape[0] % num_classes:
@@ -63,10 +68,18 @@ class S2DMemory(SyntheticSet):
         self.dpc = check_per_class("dpc", dpc, minimum=0)
         self.frames = check_per_class("frames", frames)
         self.integrator_name = integrator if self.dpc else None
+        self.temporal = temporal
+        stored_frames = frames
+        if temporal is not None:
+            if temporal["frames"] != frames:
+                raise ValueError(f"temporal layout for {temporal['frames']} frames, not {frames}")
+            stored_frames = temporal["syn_frames"]
+            index = expansion_index(frames, stored_frames, temporal["segments"])
+            self.register_buffer("time_index", index, persistent=False)
         _, _, height, width = static.shape
         self.register_buffer("static", static.detach().clone().float())
         if self.dpc:
-            shape = (num_classes, self.dpc, frames, 1, height, width)
+            shape = (num_classes, self.dpc, stored_frames, 1, height, width)
             self.dynamic = nn.Parameter(torch.randn(shape, generator=generator))
             self.integrator = create_integrator(integrator, generator)
         else:
@@ -76,12 +89,14 @@ class S2DMemory(SyntheticSet):
 
     # -- pairing ---------------------------------------------------------------------------
     def pairs(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-        """(static index, dynamic index, label) per video; indices are into the flat memories
-        (C * spc and C * dpc). A random draw per slot with ``generator``, else every pair."""
-        statics, dynamics, labels = [], [], []
+        """(static index, dynamic index, label, slot) per video; indices are into the flat
+        memories (C * spc and C * dpc) and the C * vpc slots. A random draw per slot with
+        ``generator``, else every pair."""
+        statics, dynamics, labels, slots = [], [], [], []
         dyn_groups = self.dynamic_groups or [[0]] * self.vpc
         for c in range(self.num_classes):
-            for s_group, d_group in zip(self.static_groups, dyn_groups, strict=True):
+            groups = zip(self.static_groups, dyn_groups, strict=True)
+            for k, (s_group, d_group) in enumerate(groups):
                 if generator is not None:
                     choice = torch.randint(len(s_group) * len(d_group), (1,), generator=generator)
                     combos = [divmod(int(choice), len(d_group))]
@@ -91,20 +106,28 @@ class S2DMemory(SyntheticSet):
                     statics.append(c * self.spc + s_group[i])
                     dynamics.append(c * max(self.dpc, 1) + d_group[j])
                     labels.append(c)
+                    slots.append(c * self.vpc + k)
         device = self.static.device
         return tuple(
-            torch.tensor(v, dtype=torch.int64, device=device) for v in (statics, dynamics, labels)
+            torch.tensor(v, dtype=torch.int64, device=device)
+            for v in (statics, dynamics, labels, slots)
         )
 
     def materialize(self, generator=None):
         """Videos (N, T, 3, H, W) and labels: one per slot with ``generator`` (distilling),
         else every pair of each slot (using the set)."""
-        static_idx, dynamic_idx, labels = self.pairs(generator)
+        static_idx, dynamic_idx, labels, slots = self.pairs(generator)
+        labels = self._targets(labels, slots)
         still = self.static[static_idx]
         if not self.dpc:
             return still.unsqueeze(1).expand(-1, self.frames, -1, -1, -1), labels
-        dynamic = self.dynamic.flatten(0, 1)[dynamic_idx]
-        return self.integrator(still, dynamic), labels
+        videos = self.integrator(still, self.dynamic.flatten(0, 1)[dynamic_idx])
+        if self.temporal is not None:
+            videos = videos.index_select(1, self.time_index)
+        return videos, labels
+
+    def slot_classes(self) -> torch.Tensor:
+        return torch.arange(self.num_classes).repeat_interleave(self.vpc)
 
     # -- storage ---------------------------------------------------------------------------
     def stored_tensors(self):
@@ -113,7 +136,7 @@ class S2DMemory(SyntheticSet):
             tensors["dynamic"] = self.dynamic.detach()
             for name, p in self.integrator.named_parameters():
                 tensors[f"integrator.{name}"] = p.detach()
-        return tensors
+        return self._with_labels(tensors)
 
     def layout(self):
         return {
@@ -124,6 +147,7 @@ class S2DMemory(SyntheticSet):
             "frames": self.frames,
             "integrator": self.integrator_name,
             "image_shape": list(self.static.shape[1:]),
+            **({"temporal": self.temporal} if self.temporal is not None else {}),
         }
 
     @classmethod
@@ -135,10 +159,11 @@ class S2DMemory(SyntheticSet):
             vpc=layout["vpc"],
             dpc=layout["dpc"],
             integrator=layout["integrator"] or "conv3d",
+            temporal=layout.get("temporal"),
         )
         if memory.dpc:
             with torch.no_grad():
                 memory.dynamic.copy_(tensors["dynamic"])
                 for name, p in memory.integrator.named_parameters():
                     p.copy_(tensors[f"integrator.{name}"])
-        return memory
+        return memory._restore_labels(tensors)

@@ -1,5 +1,6 @@
 """Synthetic sets stored as they are: full videos (the DM/MTT baselines and coresets) or still
-images (the static memory of S2D stage 1)."""
+images (the static memory of S2D stage 1). Videos may be temporally compressed (fewer frames
+than the real clips, expanded on use: ``synthetic.temporal``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from s2d_ray.synthetic.base import SyntheticSet, class_major_labels
+from s2d_ray.synthetic.temporal import expansion_index
 
 
 class SyntheticTensors(SyntheticSet):
@@ -30,13 +32,16 @@ class SyntheticTensors(SyntheticSet):
         self.register_buffer("labels", class_major_labels(num_classes, self.per_class))
 
     def materialize(self, generator=None):
-        return self.items, self.labels
+        return self.items, self._targets(self.labels, slice(None))
+
+    def slot_classes(self) -> torch.Tensor:
+        return self.labels
 
     def of_class(self, c: int) -> torch.Tensor:
         return self.items[c * self.per_class : (c + 1) * self.per_class]
 
     def stored_tensors(self):
-        return {"items": self.items.detach()}
+        return self._with_labels({"items": self.items.detach()})
 
     def layout(self):
         return {
@@ -47,14 +52,42 @@ class SyntheticTensors(SyntheticSet):
 
     @classmethod
     def from_saved(cls, layout, tensors):
-        return cls(tensors["items"].float(), layout["num_classes"])
+        return cls(tensors["items"].float(), layout["num_classes"])._restore_labels(tensors)
 
 
 class SyntheticVideos(SyntheticTensors):
-    """Full synthetic videos (C * vpc, T, 3, H, W), class-major."""
+    """Full synthetic videos (C * vpc, K, 3, H, W), class-major; with a ``temporal`` layout
+    (``temporal_layout``) the K stored frames are held over the real clips' T."""
 
     kind = "videos"
     item_ndim = 4
+
+    def __init__(self, items: torch.Tensor, num_classes: int, temporal: dict | None = None):
+        super().__init__(items, num_classes)
+        self.temporal = temporal
+        if temporal is not None:
+            if temporal["syn_frames"] != items.shape[1]:
+                raise ValueError(
+                    f"the temporal layout stores {temporal['syn_frames']} frames per video, the "
+                    f"items have {items.shape[1]}"
+                )
+            index = expansion_index(temporal["frames"], items.shape[1], temporal["segments"])
+            self.register_buffer("time_index", index, persistent=False)
+
+    def materialize(self, generator=None):
+        items, labels = super().materialize(generator)
+        if self.temporal is not None:
+            items = items.index_select(1, self.time_index)
+        return items, labels
+
+    def layout(self):
+        layout = super().layout()
+        return layout if self.temporal is None else {**layout, "temporal": self.temporal}
+
+    @classmethod
+    def from_saved(cls, layout, tensors):
+        videos = cls(tensors["items"].float(), layout["num_classes"], layout.get("temporal"))
+        return videos._restore_labels(tensors)
 
 
 class SyntheticImages(SyntheticTensors):

@@ -54,7 +54,7 @@ def test_random_pairing_stays_in_each_slots_groups(spc, dpc, vpc):
     gen = torch.Generator().manual_seed(1)
     seen = set()
     for _ in range(60):
-        s, d, labels = m.pairs(gen)
+        s, d, labels, _ = m.pairs(gen)
         assert len(s) == C * vpc and labels.tolist() == [c for c in range(C) for _ in range(vpc)]
         for n, (si, di) in enumerate(zip(s.tolist(), d.tolist(), strict=True)):
             c, k = divmod(n, vpc)
@@ -69,7 +69,7 @@ def test_random_pairing_stays_in_each_slots_groups(spc, dpc, vpc):
 
 def test_the_reference_rule_is_the_special_case_spc_dpc_twice_vpc():
     m = memory(spc=10, dpc=10, vpc=5)
-    s, d, _ = m.pairs(torch.Generator().manual_seed(0))
+    s, d, _, _ = m.pairs(torch.Generator().manual_seed(0))
     for n in range(C * 5):
         c, k = divmod(n, 5)
         assert s[n] - c * 10 in (2 * k, 2 * k + 1) and d[n] - c * 10 in (2 * k, 2 * k + 1)
