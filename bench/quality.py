@@ -1,17 +1,26 @@
 """Distillation quality on the embedded dataset at ipc 1: does S2D keep what DM keeps, for fewer
 bytes, and does the dynamic memory help the classes that differ only in motion?
 
-Rows (each evaluated with the same protocol, R repeats, mean ± std of the final epoch):
-full real data, random real, herding, k-center, DM, and S2D-DM with spc:dpc 1:0 (static
-only), 1:1 and 2:2, on a static memory learnt by static DM, and the 1:1 set stored in fp16.
-Columns: top-1, top-5, the
-static and dynamic class groups, stored MiB, and ratios to the random row.
+Rows (each evaluated with the same protocol, R repeats, mean ± std of the final epoch; MTT
+sets at their learned lr, SPEC §5), by group (``--groups``):
+
+* ``baselines``: full real data, random real, herding, k-center;
+* ``dm``: DM, and S2D-DM with spc:dpc 1:0 (static only), 1:1 and 2:2 on a static memory
+  learnt by static DM, and the 1:1 set stored in fp16;
+* ``mtt``: MTT, S2D-MTT 1:1 and 2:2 (``--mtt-iterations``, on ``--experts`` experts trained
+  here for max_start_epoch + expert_epochs epochs);
+* ``frepo``: FRePo and S2D-FRePo 1:1 (evaluated with the common protocol, not FRePo's own
+  lr 1e-4 x 1000 epochs, so that the rows compare);
+* ``temporal``: DM and S2D-DM 1:1 with 2 stored frames per video in 2 segments.
+
+Columns: top-1, top-5, the static and dynamic class groups, stored MiB, and ratios to the
+random row (always run: it is the same-size baseline).
 
 CPU budget: the defaults (200 iterations at 16 real clips per class, 100 evaluation epochs,
-full data 20 epochs x 1 repeat) take about half an hour on 2 cores; the paper's budget
-(1000 iterations, 500 epochs) is --iterations 1000 --epochs 500 --full-epochs 500.
+full data 20 epochs x 1 repeat) take about half an hour per group on 2 cores; the paper's
+budget (1000 iterations, 500 epochs) is --iterations 1000 --epochs 500 --full-epochs 500.
 
-    python bench/quality.py [--iterations 200] [--epochs 100] [--repeats 3] [--smoke-test]
+    python bench/quality.py [--groups dm mtt] [--iterations 200] [--epochs 100] [--smoke-test]
 """
 
 from __future__ import annotations
@@ -68,9 +77,32 @@ def distil(data, out, method, iterations, batch_real, seed, **kw) -> str | None:
     return str(out)
 
 
+def train_experts(data: str, out: Path, count: int, epochs: int, seed: int) -> str:
+    """``count`` experts trained in this process (the farm's per-worker function)."""
+    from s2d_ray.experts.store import TrajectoryStore
+    from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
+
+    shards = RealData.open(data).shards
+    config = ExpertConfig(epochs=epochs, seed=seed).for_data(shards)
+    settings = trajectory_settings(config, shards)
+    store = TrajectoryStore(str(out), settings=settings, dataset_fingerprint=shards.fingerprint)
+    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    started = time.perf_counter()
+    for expert_id in range(count):
+        train_expert(expert_id, config, train, test, store)
+    print(f"  trained {count} experts x {epochs} epochs in {time.perf_counter() - started:.0f} s")
+    return str(out)
+
+
+GROUPS = ("baselines", "dm", "mtt", "frepo", "temporal")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--groups", nargs="+", choices=GROUPS, default=list(GROUPS))
     p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--mtt-iterations", type=int, default=100)
+    p.add_argument("--experts", type=int, default=4, help="MTT experts trained here")
     p.add_argument("--batch-real", type=int, default=16)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
@@ -82,8 +114,11 @@ def main() -> None:
     args = p.parse_args()
     print_calibration()
     videos = None
+    mtt = {}  # the method's defaults: max_start_epoch 10, expert_epochs 1, syn_steps 10
     if args.smoke_test:
         args.iterations, args.epochs, args.repeats, args.full_epochs, videos = 2, 2, 1, 1, 4
+        args.mtt_iterations, args.experts = 2, 1
+        mtt = {"max_start_epoch": 1, "syn_steps": 2}
     with tempfile.TemporaryDirectory(prefix="s2d-bench-quality-") as tmp:
         work = Path(tmp)
         data = str(work / "data")
@@ -95,26 +130,51 @@ def main() -> None:
         groups = class_groups(real.shards, seed=args.seed)
         it, br, seed = args.iterations, args.batch_real, args.seed
         print(f"distilling ({it} iterations, {br} real clips per class per iteration)")
-        sets = {}
-        for method in ("random", "herding", "kcenter", "dm"):
-            sets[method] = distil(data, work / method, method, it, br, seed)
-        for spc in (1, 2):
-            distil(data, work / f"static{spc}", "dm", it, br, seed, stage="static", ipc=spc)
-        for spc, dpc in ((1, 0), (1, 1), (2, 2)):
-            sets[f"s2d-dm {spc}:{dpc}"] = distil(
+        sets = {"random": distil(data, work / "random", "random", it, br, seed)}
+        groups_run = set(args.groups)
+
+        def s2d(name, method, spc, dpc, iterations=it, **mc):
+            static = work / f"static{spc}"
+            if not static.exists():
+                distil(data, static, "dm", it, br, seed, stage="static", ipc=spc)
+            sets[name] = distil(
                 data,
-                work / f"s2d-{spc}-{dpc}",
-                "s2d-dm",
-                it,
-                br,
+                work / name.replace(" ", "-").replace(":", "-"),
+                method,
+                iterations,
+                None if method.endswith("mtt") else br,
                 seed,
-                static=str(work / f"static{spc}"),
-                mc={"dpc": dpc},
+                static=str(static),
+                mc={"dpc": dpc, **mc},
             )
-        if sets["s2d-dm 1:1"]:  # fp16 storage: the same S2D 1:1 set in half precision
-            synthetic, manifest = load_set(sets["s2d-dm 1:1"])
-            save_set(synthetic, work / "s2d-1-1-fp16", manifest, dtype="float16")
-            sets["s2d-dm 1:1 fp16"] = str(work / "s2d-1-1-fp16")
+
+        if "baselines" in groups_run:
+            for method in ("herding", "kcenter"):
+                sets[method] = distil(data, work / method, method, it, br, seed)
+        if "dm" in groups_run:
+            sets["dm"] = distil(data, work / "dm", "dm", it, br, seed)
+            for spc, dpc in ((1, 0), (1, 1), (2, 2)):
+                s2d(f"s2d-dm {spc}:{dpc}", "s2d-dm", spc, dpc)
+            if sets["s2d-dm 1:1"]:  # fp16 storage: the same S2D 1:1 set in half precision
+                synthetic, manifest = load_set(sets["s2d-dm 1:1"])
+                save_set(synthetic, work / "s2d-1-1-fp16", manifest, dtype="float16")
+                sets["s2d-dm 1:1 fp16"] = str(work / "s2d-1-1-fp16")
+        if "mtt" in groups_run:
+            epochs = mtt.get("max_start_epoch", 10) + mtt.get("expert_epochs", 1) - 1
+            experts = train_experts(data, work / "experts", args.experts, epochs, seed)
+            mit = args.mtt_iterations
+            sets["mtt"] = distil(
+                data, work / "mtt", "mtt", mit, None, seed, mc={"experts": experts, **mtt}
+            )
+            for spc, dpc in ((1, 1), (2, 2)):
+                s2d(f"s2d-mtt {spc}:{dpc}", "s2d-mtt", spc, dpc, mit, experts=experts, **mtt)
+        if "frepo" in groups_run:
+            sets["frepo"] = distil(data, work / "frepo", "frepo", it, br, seed)
+            s2d("s2d-frepo 1:1", "s2d-frepo", 1, 1)
+        if "temporal" in groups_run:
+            short = {"syn_frames": 2, "segments": 2}
+            sets["dm 2 frames"] = distil(data, work / "dm-t2", "dm", it, br, seed, mc=short)
+            s2d("s2d-dm 1:1 2 frames", "s2d-dm", 1, 1, **short)
         config = EvalConfig(epochs=args.epochs, repeats=args.repeats, seed=seed)
         rows = []
         for name, path in sets.items():
@@ -124,13 +184,14 @@ def main() -> None:
             started = time.perf_counter()
             synthetic, manifest = load_set(path)
             items, labels = as_videos(synthetic, real.clip_shape[0])
-            result = evaluate_set(items, labels, test, config)
+            own = manifest.get("eval", {}) if name.startswith(("mtt", "s2d-mtt")) else {}
+            result = evaluate_set(items, labels, test, config.model_copy(update=own))
             rows.append(ResultRow(name, result, manifest["bytes"] / MIB, groups))
             print(f"  evaluated {name} in {time.perf_counter() - started:.0f} s", flush=True)
-        full = config.model_copy(update={"epochs": args.full_epochs, "repeats": args.full_repeats})
-        rows.insert(
-            0, ResultRow("full real data", evaluate_real(real.train, test, full), None, groups)
-        )
+        if "baselines" in groups_run:
+            full = {"epochs": args.full_epochs, "repeats": args.full_repeats}
+            result = evaluate_real(real.train, test, config.model_copy(update=full))
+            rows.insert(0, ResultRow("full real data", result, None, groups))
     random_row = next(r for r in rows if r.name == "random")
     print(
         f"\nembedded dataset, ipc 1: {args.repeats} repeats x {args.epochs} epochs "
@@ -141,7 +202,7 @@ def main() -> None:
     print("\nratios to the random row (accuracy, MiB):")
     for row in rows:
         mib = "-" if row.mib is None else f"{row.mib / random_row.mib:.3f}"
-        print(f"  {row.name:<18} top-1 {row.result.mean / random_row.result.mean:5.2f}x  MiB {mib}")
+        print(f"  {row.name:<20} top-1 {row.result.mean / random_row.result.mean:5.2f}x  MiB {mib}")
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2))
 

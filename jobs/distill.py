@@ -5,8 +5,11 @@
     python jobs/distill.py --method s2d-dm --data work/embedded --out work/s2d --ipc 1 \\
         --static work/static --dpc 1
     python jobs/distill.py --method herding --data work/embedded --out work/herding --ipc 1
-    python jobs/distill.py --method s2d-mtt --data work/embedded --out work/s2d-mtt --ipc 1 \
+    python jobs/distill.py --method s2d-mtt --data work/embedded --out work/s2d-mtt --ipc 1 \\
         --static work/static --experts work/experts --syn-steps 10
+    python jobs/distill.py --method frepo --data work/embedded --out work/frepo --ipc 1
+    python jobs/distill.py --method dm --data work/embedded --out work/dm-t2 --ipc 1 \\
+        --syn-frames 2 --segments 2      # temporal compression: 2 stored frames per video
 
 Defaults are the paper's hyperparameters for the dataset and ipc (SPEC §6). Re-running the
 same command resumes from the last checkpoint. The folder --out is the distilled set:
@@ -40,11 +43,30 @@ METHOD_FLAGS = [
     "max_start_epoch",
     "unroll",
     "lr_lr",
+    "syn_frames",
+    "segments",
+    "pool_size",
+    "online_steps",
+    "learn_labels",
+    "lr_label",
 ]
 
 
-# --smoke-test for trajectory matching: two student steps, experts of a single epoch will do
-SMOKE_MTT = {"syn_steps": 2, "batch_syn": 10, "max_start_epoch": 1, "expert_epochs": 1}
+def segments(text: str) -> int | list[int]:
+    """``--segments 2`` (uniform) or ``--segments 2,6`` (the real segments' sizes)."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N1,N2,..., got {text!r}") from None
+    return parts[0] if len(parts) == 1 and "," not in text else parts
+
+
+# --smoke-test for trajectory matching: two student steps, experts of a single epoch will do;
+# for feature regression: a pool of two networks
+SMOKE = {
+    "syn_steps": {"syn_steps": 2, "batch_syn": 10, "max_start_epoch": 1, "expert_epochs": 1},
+    "pool_size": {"pool_size": 2},
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +93,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MTT: one graph through all steps (default), or constant memory (~1.45x slower)",
     )
     p.add_argument("--lr-lr", type=float, help="MTT: learning rate of syn_lr (1e-5)")
+    p.add_argument("--pool-size", type=int, help="FRePo: networks trained online (10)")
+    p.add_argument("--online-steps", type=int, help="FRePo: a network's life in steps (100)")
+    p.add_argument(
+        "--learn-labels", action="store_true", default=None, help="FRePo: learn label vectors"
+    )
+    p.add_argument("--lr-label", type=float, help="FRePo: Adam lr of learnt labels (1e-3)")
+    p.add_argument(
+        "--syn-frames", type=int, help="temporal compression: frames per synthetic video"
+    )
+    p.add_argument(
+        "--segments",
+        type=segments,
+        help="temporal compression: segment count, or the real segments' sizes (e.g. 2,6)",
+    )
     add_common(p)
     return p.parse_args(argv)
 
@@ -84,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.static = smoke_static(args)
             check_spc(args)
         method_config = overrides(args, METHOD_FLAGS)
-        if args.smoke_test and "syn_steps" in METHODS[args.method].Config.model_fields:
-            method_config = {**SMOKE_MTT, **method_config}
+        for field, smoke in SMOKE.items():
+            if args.smoke_test and field in METHODS[args.method].Config.model_fields:
+                method_config = {**smoke, **method_config}
         return DistillConfig(
             method=args.method,
             ipc=args.ipc,

@@ -25,6 +25,7 @@ from s2d_ray.evaluation import (
     evaluate_set,
     format_table,
     random_baseline,
+    with_own_settings,
 )
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="the clip shards the sets were distilled from")
     p.add_argument("--arch", default="convnet3d", help="convnet3d, convnet_gru, convnet_lstm")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--epochs", type=int, help="default 500 (100 for the recurrent nets)")
+    p.add_argument("--epochs", type=int, help="default 500, the set's own (FRePo: 1000), or 100")
     p.add_argument("--lr", type=float, help="default 0.01, or the set's own (MTT: syn_lr)")
     p.add_argument("--no-standardize", action="store_true", help="skip per-batch standard.")
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
@@ -56,15 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    epochs = args.epochs or CROSS_ARCH_DEFAULTS.get(args.arch, {}).get("epochs", 500)
+    epochs = 2 if args.smoke_test else args.epochs
+    given = {
+        "epochs": epochs or CROSS_ARCH_DEFAULTS.get(args.arch, {}).get("epochs"),
+        "lr": args.lr,
+    }
     try:
-        config = EvalConfig(
+        config = EvalConfig(  # only what was given: the rest may be each set's own settings
             arch=args.arch,
-            epochs=2 if args.smoke_test else epochs,
             repeats=1 if args.smoke_test else args.repeats,
-            lr=args.lr or 0.01,
             standardize=not args.no_standardize,
             seed=args.seed,
+            **{k: v for k, v in given.items() if v is not None},
         )
         device = resolve_device(args.device)
         real = RealData.open(args.data, device)
@@ -78,11 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = class_groups(real.shards, seed=args.seed, device=device)
     rows, baselines = [], set()
     for path, data in sets:
-        # a set's own settings (MTT: its learned lr) unless given on the command line
-        own = {k: v for k, v in data.manifest.get("eval", {}).items() if k != "lr" or not args.lr}
-        result = evaluate_set(
-            data.items, data.labels, test, config.model_copy(update=own), device=device
-        )
+        own = with_own_settings(config, data.manifest.get("eval", {}))
+        result = evaluate_set(data.items, data.labels, test, own, device=device)
         rows.append(ResultRow(path, result, data.storage_bytes / MIB, groups))
         baselines.add(int(data.manifest.get("ipc") or len(data) // data.num_classes))
     if not args.no_baseline:

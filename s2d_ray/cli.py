@@ -20,7 +20,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=0, help="0: evaluate at the end only")
-    p.add_argument("--eval-epochs", type=int, default=500, help="evaluation protocol epochs")
+    p.add_argument(
+        "--eval-epochs", type=int, help="evaluation epochs (500; FRePo sets 1000, SPEC §6)"
+    )
+    p.add_argument("--eval-lr", type=float, help="evaluation lr (0.01; MTT: syn_lr; FRePo 1e-4)")
     p.add_argument("--eval-repeats", type=int, default=3, help="fresh networks per evaluation")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--storage-dtype", choices=["float32", "float16"], default="float32")
@@ -36,16 +39,17 @@ def common_config(args: argparse.Namespace) -> dict:
     from s2d_ray.evaluation import EvalConfig
 
     smoke = args.smoke_test
+    given = {"epochs": SMOKE_EVAL_EPOCHS if smoke else args.eval_epochs, "lr": args.eval_lr}
     return {
         "data": args.data,
         "out": args.out,
         "iterations": SMOKE_ITERATIONS if smoke else args.iterations,
         "checkpoint_every": args.checkpoint_every,
         "eval_every": args.eval_every,
-        "eval": EvalConfig(
-            epochs=SMOKE_EVAL_EPOCHS if smoke else args.eval_epochs,
+        "eval": EvalConfig(  # only what was given: the rest may be the set's own settings
             repeats=1 if smoke else args.eval_repeats,
             seed=args.seed,
+            **{k: v for k, v in given.items() if v is not None},
         ),
         "final_eval": not args.no_eval,
         "storage_dtype": args.storage_dtype,

@@ -33,6 +33,7 @@ from s2d_ray.evaluation import (
     class_groups,
     evaluate_set,
     random_baseline,
+    with_own_settings,
 )
 from s2d_ray.methods import (
     METHODS,
@@ -208,8 +209,9 @@ def _iterate(
             run.log_metric_steps(pending)
             pending = []
         if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
-            quick = config.eval.model_copy(
-                update={"repeats": config.eval_repeats_during, **method.eval_overrides()}
+            quick = with_own_settings(
+                config.eval.model_copy(update={"repeats": config.eval_repeats_during}),
+                method.eval_overrides(),
             )
             result = evaluate_items(method.synthetic, method.context.real, quick)
             run.log_metrics({"eval_top1": result.mean, "eval_top5": result.top5_mean}, step=done)
@@ -248,7 +250,7 @@ def judge(
     test = ArrowClipDataset(real.shards, "test")
     groups = class_groups(real.shards, seed=config.eval.seed, device=real.device)
     items, labels = as_videos(method.synthetic, real.clip_shape[0])
-    own = config.eval.model_copy(update=method.eval_overrides())
+    own = with_own_settings(config.eval, method.eval_overrides())
     result = evaluate_set(items, labels, test, own, device=real.device)
     baseline = random_baseline(real, test, config.ipc, config.eval)
     t, c, h, w = real.clip_shape

@@ -81,6 +81,31 @@ def test_interrupted_run_resumes_bit_identical(
         assert torch.equal(value, tensors(tmp_path / "crashed")[name]), name
 
 
+def test_interrupted_frepo_run_resumes_bit_identical_with_its_pool_and_labels(
+    embedded_small, tmp_path, monkeypatch
+):
+    from s2d_ray.methods.frepo import _FeatureRegression
+
+    # networks live 2 steps, so some restart before and some after the interruption; the
+    # videos are temporally compressed and the labels learnt, so all of it is resumed
+    mc = {"batch_real": 2, "pool_size": 2, "online_steps": 2, "learn_labels": True}
+    mc |= {"lr_img": 1e-2, "lr_label": 1e-2, "syn_frames": 2, "segments": 2}
+    kw = {"method": "frepo", "method_config": mc}
+    clean = run_distillation(config(embedded_small, tmp_path / "clean", **kw), OFF)
+    interrupt_at(monkeypatch, _FeatureRegression, 4)
+    with pytest.raises(KeyboardInterrupt):
+        run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
+    resumed = run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
+    assert resumed.resumed_from == 3 and resumed.losses == clean.losses[4:]
+    clean_set, crashed_set = tensors(tmp_path / "clean"), tensors(tmp_path / "crashed")
+    assert set(clean_set) == {"items", "label_vectors"}
+    for name, value in clean_set.items():
+        assert torch.equal(value, crashed_set[name]), name
+    manifest = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    assert manifest["layout"]["temporal"] == {"frames": 8, "syn_frames": 2, "segments": [4, 4]}
+    assert manifest["eval"] == {"lr": 1e-4, "epochs": 1000}
+
+
 def test_interrupted_mtt_run_resumes_bit_identical_with_its_syn_lr(
     embedded_small, embedded_experts, tmp_path, monkeypatch
 ):

@@ -123,25 +123,36 @@ def distill_all(data: str, out, capsys) -> dict[str, str]:
     )
     printed["static"] = capsys.readouterr().out
     for method in sorted(METHODS):
-        args = [
-            "--method",
-            method,
-            "--data",
-            data,
-            "--out",
-            str(out / method),
-            "--ipc",
-            "1",
-            "--smoke-test",
-            "--no-mlflow",
-        ]
+        args = _common(method, data, out / method)
         if METHODS[method].needs_static:
             args += ["--static", static, "--spc", "1"]
         if method.endswith("mtt"):
             args += ["--experts", experts]
         assert load_job("distill").main(args) == 0, method
         printed[method] = capsys.readouterr().out
+    for name, extra in VARIANTS.items():
+        method = name.split(":")[0]
+        args = [*_common(method, data, out / name.replace(":", "-")), *extra]
+        if METHODS[method].needs_static:
+            args += ["--static", static]
+        if method.endswith("mtt"):
+            args += ["--experts", experts]
+        assert load_job("distill").main(args) == 0, name
+        printed[name] = capsys.readouterr().out
     return printed
+
+
+# options beyond each method's defaults: temporal compression and learnt labels
+VARIANTS = {
+    "dm:temporal": ["--syn-frames", "2", "--segments", "2"],
+    "s2d-mtt:temporal": ["--syn-frames", "4", "--segments", "3,5"],
+    "frepo:labels": ["--learn-labels"],
+}
+
+
+def _common(method: str, data: str, out) -> list[str]:
+    smoke = ["--ipc", "1", "--smoke-test", "--no-mlflow"]
+    return ["--method", method, "--data", data, "--out", str(out), *smoke]
 
 
 @pytest.mark.slow
@@ -191,6 +202,9 @@ def test_distill_bad_input_exits_2_with_one_clear_line(embedded_small, tmp_path,
         (["--method", "dm", "--ipc", "0"], "ipc"),
         (["--method", "dm", "--ipc", "1", "--lr-img", "-3"], "lr_img"),
         (["--method", "dm", "--ipc", "99"], "fewer than the 99 per class"),
+        (["--method", "dm", "--ipc", "1", "--syn-frames", "1", "--segments", "2"], "segments"),
+        (["--method", "dm", "--ipc", "1", "--syn-frames", "9"], "--syn-frames must be in"),
+        (["--method", "herding", "--ipc", "1", "--syn-frames", "2"], "syn_frames"),
     ]
     for args, message in cases:
         assert job.main(args + base) == 2

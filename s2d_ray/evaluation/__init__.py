@@ -7,7 +7,9 @@ from s2d_ray.evaluation.protocol import (
     EvalResult,
     evaluate_real,
     evaluate_set,
+    supervised_loss,
     train_network,
+    with_own_settings,
 )
 from s2d_ray.evaluation.report import ResultRow, format_table, random_baseline
 
@@ -21,5 +23,7 @@ __all__ = [
     "evaluate_set",
     "format_table",
     "random_baseline",
+    "supervised_loss",
     "train_network",
+    "with_own_settings",
 ]

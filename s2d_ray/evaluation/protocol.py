@@ -51,6 +51,13 @@ class EvalConfig(StrictConfig):
     seed: int = 0
 
 
+def with_own_settings(config: EvalConfig, own: dict) -> EvalConfig:
+    """``config`` with a set's own evaluation settings (MTT: its learned lr; FRePo: lr 1e-4
+    and 1000 epochs, SPEC §6) wherever the user left the protocol's default."""
+    unset = {k: v for k, v in own.items() if k not in config.model_fields_set}
+    return config.model_copy(update=unset)
+
+
 # SPEC §5: cross-architecture evaluation trains 100 epochs at lr 1e-2.
 CROSS_ARCH_DEFAULTS = {"convnet_gru": {"epochs": 100}, "convnet_lstm": {"epochs": 100}}
 

@@ -24,7 +24,10 @@ class SyntheticSet(nn.Module):
 
     kind: ClassVar[str]
     num_classes: int
-    label_vectors: nn.Parameter | None = None  # learnt labels, one row per video slot
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("label_vectors", None)  # learnt labels, one row per slot
 
     def materialize(
         self, generator: torch.Generator | None = None

@@ -64,6 +64,32 @@ def static_memory(real):
     return method.synthetic
 
 
+# Temporal compression (2 stored frames per video, 2 segments): pinned as above
+TEMPORAL = {"syn_frames": 2, "segments": 2}
+PINNED_TEMPORAL = {
+    "dm": (1.3836222, 1.2899189),
+    "s2d-dm": (3.5925105, 2.6363564),
+    "mtt": (22.594475, 1.0413403),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_TEMPORAL))
+def test_temporally_compressed_sets_beat_their_initialisation(
+    name, real, static_memory, embedded_experts
+):
+    context = DistillContext(real, ipc=1, seed=0, static=static_memory)
+    method = build("video", name, context, embedded_experts, **TEMPORAL)
+    stored = method.synthetic.stored_tensors()
+    assert stored.get("items", stored.get("dynamic")).shape[-4] == 2  # frames stored
+    assert method.synthetic.materialize()[0].shape[1] == real.clip_shape[0]  # frames used
+    before = probe(method)
+    for i in range(ITERATIONS):
+        method.step(i)
+    after = probe(method)
+    assert after < before
+    assert (before, after) == pytest.approx(PINNED_TEMPORAL[name], rel=1e-3)
+
+
 def test_every_registered_method_is_covered():
     covered = {name for kind, name in ITERATIVE if kind == "video"} | {
         "random",
