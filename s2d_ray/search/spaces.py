@@ -1,0 +1,274 @@
+"""Search spaces: one YAML per dataset, IPC and method, named
+``tune_spaces/<dataset>_ipc<k>_<method>.yaml``, validated before any trial starts.
+
+    space = load_space("tune_spaces/embedded_ipc1_s2d-mtt.yaml", ["budget.trials=12"])
+
+A file names what Optuna searches (``space``: log-uniform learning rates, integer or choice
+step counts, optionally ``spc:dpc``, the stills and dynamic maps per synthetic video as in
+supplementary Table 8: ``"2:1"`` at IPC k means spc = 2k, dpc = k), what stays ``fixed``,
+the paper's values as the first points to evaluate (``paper``, SPEC §6), the ``budget``, the
+``scheduler``, the ``objective`` and the ``resources`` of a trial. Every error names the file
+and the key.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from s2d_ray.config import StrictConfig
+
+# What a space may search besides the method's own config fields: the memory's shape.
+MEMORY_KEYS = {"spc:dpc"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogUniform(_Frozen):
+    type: Literal["loguniform"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+
+class IntRange(_Frozen):
+    type: Literal["int"]
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+
+class Choice(_Frozen):
+    type: Literal["choice"]
+    values: list[int | float | str] = Field(min_length=2)
+
+    def contains(self, value: Any) -> bool:
+        return value in self.values
+
+
+Dimension = Annotated[LogUniform | IntRange | Choice, Field(discriminator="type")]
+
+
+class Budget(_Frozen):
+    trials: int = Field(default=12, ge=1)
+    iterations: int = Field(default=200, ge=1, description="distillation iterations per trial")
+    eval_every: int = Field(default=50, ge=1, description="iterations between evaluations")
+    eval_epochs: int = Field(default=100, ge=1, description="epochs of a periodic evaluation")
+    final_epochs: int = Field(default=500, ge=1, description="epochs of the best's re-evaluation")
+    final_repeats: int = Field(default=3, ge=1)
+    max_concurrent: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _evaluates(self):
+        if self.eval_every > self.iterations:
+            raise ValueError(
+                f"eval_every ({self.eval_every}) exceeds iterations ({self.iterations}): "
+                "the scheduler would never see a result"
+            )
+        return self
+
+
+class Scheduler(_Frozen):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(default=1, ge=1, description="evaluations before a trial may stop")
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class Objective(_Frozen):
+    metric: Literal["eval_top1"] = "eval_top1"
+    mode: Literal["max"] = "max"
+    pareto_bytes: bool = Field(
+        default=False, description="also minimise stored MiB (multi-objective, no scheduler)"
+    )
+
+
+class Resources(_Frozen):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0, le=1, description="fractions share one GPU")
+
+
+class SearchSpace(StrictConfig):
+    dataset: str
+    ipc: int = Field(ge=1)
+    method: str
+    space: dict[str, Dimension] = Field(min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    paper: list[dict[str, Any]] = Field(default_factory=list)
+    budget: Budget = Budget()
+    scheduler: Scheduler = Scheduler()
+    objective: Objective = Objective()
+    resources: Resources = Resources()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        from s2d_ray.methods import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is not one of {sorted(METHODS)}")
+        fields = set(METHODS[self.method].Config.model_fields)
+        for section, keys in (("space", self.space), ("fixed", self.fixed)):
+            unknown = sorted(set(keys) - fields - MEMORY_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"{section}: {unknown} are not settings of {self.method} "
+                    f"(known: {sorted(fields | MEMORY_KEYS)})"
+                )
+        both = sorted(set(self.space) & set(self.fixed))
+        if both:
+            raise ValueError(f"{both} are both searched (space) and fixed")
+        if "spc:dpc" in self.space or "spc:dpc" in self.fixed:
+            if not METHODS[self.method].needs_static:
+                raise ValueError(f"spc:dpc applies to S2D methods, not {self.method}")
+            if "spc:dpc" in self.space:
+                _check_ratios(self.space["spc:dpc"])
+        for i, point in enumerate(self.paper):
+            if set(point) != set(self.space):
+                raise ValueError(
+                    f"paper[{i}] names {sorted(point)}, the space {sorted(self.space)}: a first "
+                    "point must give every searched value"
+                )
+            for key, value in point.items():
+                if not self.space[key].contains(value):
+                    raise ValueError(f"paper[{i}].{key} = {value!r} lies outside the space")
+        if self.objective.pareto_bytes and self.scheduler.type != "fifo":
+            raise ValueError("objective.pareto_bytes needs scheduler.type: fifo (no early stops)")
+        config = METHODS[self.method].Config
+        for point in [*self.paper, self.corner("low"), self.corner("high")]:
+            settings, _ = self.trial_settings(point)
+            try:
+                config.model_validate(settings)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(
+                    f"{self.method} refuses {'.'.join(map(str, first['loc']))} = "
+                    f"{first.get('input')!r} ({first['msg']}) at the point {point}"
+                ) from None
+        return self
+
+    def corner(self, end: Literal["low", "high"]) -> dict[str, Any]:
+        """The point at every dimension's low (or high) end: a cheap check of the ranges."""
+        point = {}
+        for key, dim in self.space.items():
+            point[key] = (
+                dim.values[0 if end == "low" else -1]
+                if isinstance(dim, Choice)
+                else (dim.low if end == "low" else dim.high)
+            )
+        return point
+
+    def trial_settings(self, point: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """A point of the space as (the method's settings, spc of its static memory or None):
+        ``spc:dpc`` (per synthetic video) becomes the static memory's spc and the method's dpc."""
+        settings = {**self.fixed, **point}
+        spc = None
+        if "spc:dpc" in settings:
+            per_video = memory_shape(settings.pop("spc:dpc"))
+            spc, settings["dpc"] = (n * self.ipc for n in per_video)
+        return settings, spc
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_ipc{self.ipc}_{self.method}"
+
+
+def _check_ratios(dimension) -> None:
+    if not isinstance(dimension, Choice) or not all(
+        isinstance(v, str) and _ratio(v) for v in dimension.values
+    ):
+        raise ValueError("space.spc:dpc must be a choice of 'spc:dpc' strings, e.g. ['1:1', '2:2']")
+
+
+def _ratio(text: str) -> tuple[int, int] | None:
+    parts = text.split(":")
+    if len(parts) == 2 and all(p.isdigit() for p in parts) and int(parts[0]) >= 1:
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def memory_shape(text: str) -> tuple[int, int]:
+    """``"2:1"`` → (2, 1) stills and dynamic maps per synthetic video."""
+    ratio = _ratio(text)
+    if ratio is None:
+        raise ValueError(f"spc:dpc must look like '2:1', got {text!r}")
+    return ratio
+
+
+class SpaceError(ValueError):
+    """A search-space file that does not load or validate; the message names file and key."""
+
+
+def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Read, override (``section.key=value``, values parsed as YAML) and validate a space."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such search-space file (see tune_spaces/)") from None
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        _override(data, item, path)
+    _numbers(data)
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SpaceError(f"{path}: {problems}") from None
+
+
+def _override(data: dict, item: str, path: Path) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SpaceError(f"--set {item!r}: expected section.key=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpaceError(f"{path}: --set {key}: {part} is not a section")
+    node[leaf] = yaml.safe_load(text)
+
+
+def _numbers(node: Any) -> Any:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string: read such strings as the floats meant."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            node[k] = _numbers(v)
+    elif isinstance(node, list):
+        return [_numbers(v) for v in node]
+    elif isinstance(node, str):
+        try:
+            value = float(node)
+        except ValueError:
+            return node
+        return value if math.isfinite(value) and ("e" in node.lower()) else node
+    return node
