@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= work/quickstart
 
-.PHONY: quickstart test test-fast lint bench clean
+.PHONY: quickstart test test-fast lint bench mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: $(VENV)/.installed
 	$(PY) bench/evaluate.py
 	$(PY) bench/distill_step.py
 	$(PY) bench/quality.py
+
+## mlflow-ui: browse every run (searches, trials, distillations) on http://127.0.0.1:5000
+MLFLOW_DB ?= $(abspath $(WORKDIR))/mlflow.db
+mlflow-ui: $(VENV)/.installed
+	@echo "MLflow UI on http://127.0.0.1:5000/#/experiments (store: $(MLFLOW_DB))"
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) \
+		--host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -121,7 +122,20 @@ class DistillSummary:
     losses: list[float] = field(default_factory=list)
 
 
-def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> DistillSummary:
+# called after each periodic evaluation with (iteration, metrics); a search reports it to Tune
+OnEvaluation = Callable[[int, dict[str, float]], None]
+
+
+def run_distillation(
+    config: DistillConfig,
+    tracking: TrackingConfig,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    on_evaluation: OnEvaluation | None = None,
+) -> DistillSummary:
+    """One distillation run: build, resume, iterate, save, judge, track. A search trial
+    passes its parent MLflow run, its tags and a hook that sees every periodic evaluation."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     real = RealData.open(config.data, device, normalize=config.eval.normalize)
@@ -134,17 +148,21 @@ def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> Distill
     last = load_checkpoint(config.out, method, key) if method.iterative else None
     start = 0 if last is None else last + 1
 
-    tags = {
+    run_tags = {
         "s2d.role": config.stage,
         "s2d.method": config.method,
         "s2d.ipc": config.ipc,
         "s2d.dataset": real.shards.manifest["dataset"],
         "s2d.seed": config.seed,
     }
+    run_tags |= tags or {}
     if static_manifest.get("mlflow_run_id"):
-        tags["s2d.static_run"] = static_manifest["mlflow_run_id"]
+        run_tags["s2d.static_run"] = static_manifest["mlflow_run_id"]
     with Tracker(tracking).start_run(
-        f"{config.method}-ipc{config.ipc}", tags=tags, resume_key=f"distill/{key}"
+        f"{config.method}-ipc{config.ipc}",
+        parent_run_id=parent_run_id,
+        tags=run_tags,
+        resume_key=f"distill/{key}",
     ) as run:
         params = config.model_dump(mode="json", exclude={"method_config", "eval"})
         params |= {f"method.{k}": v for k, v in method_config.model_dump().items()}
@@ -156,7 +174,9 @@ def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> Distill
             digest=real.shards.fingerprint,
             source=config.data,
         )
-        losses = _iterate(config, method, key, start, run) if method.iterative else []
+        losses = []
+        if method.iterative:
+            losses = _iterate(config, method, key, start, run, on_evaluation)
         meta = _provenance(config, method_config, real, static_manifest, run.run_id)
         meta["eval"] = method.eval_overrides()
         manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
@@ -181,9 +201,15 @@ def run_distillation(config: DistillConfig, tracking: TrackingConfig) -> Distill
 
 
 def _iterate(
-    config: DistillConfig, method: DistillMethod, key: str, start: int, run: RunHandle
+    config: DistillConfig,
+    method: DistillMethod,
+    key: str,
+    start: int,
+    run: RunHandle,
+    on_evaluation: OnEvaluation | None = None,
 ) -> list[float]:
-    """The optimisation loop: step, guard, checkpoint, evaluate now and then."""
+    """The optimisation loop: step, guard, checkpoint, evaluate now and then (the last
+    iteration too when no final evaluation follows: a search ranks trials by it)."""
     losses, pending = [], []
     for iteration in range(start, config.iterations):
         metrics = method.step(iteration)
@@ -208,13 +234,18 @@ def _iterate(
             save_checkpoint(config.out, method, iteration, key)
             run.log_metric_steps(pending)
             pending = []
-        if config.eval_every and done % config.eval_every == 0 and done < config.iterations:
+        periodic = config.eval_every and done % config.eval_every == 0
+        if periodic and (done < config.iterations or not config.final_eval):
             quick = with_own_settings(
                 config.eval.model_copy(update={"repeats": config.eval_repeats_during}),
                 method.eval_overrides(),
             )
             result = evaluate_items(method.synthetic, method.context.real, quick)
-            run.log_metrics({"eval_top1": result.mean, "eval_top5": result.top5_mean}, step=done)
+            evaluation = {"eval_top1": result.mean, "eval_top5": result.top5_mean}
+            run.log_metrics(evaluation, step=done)
+            if on_evaluation is not None:
+                mib = method.synthetic.storage_bytes(config.storage_dtype) / MIB
+                on_evaluation(done, {**metrics, **evaluation, "stored_mib": mib})
             print(
                 f"[{config.method}] iteration {done}: loss {metrics['loss']:.4g}, "
                 f"top-1 {100 * result.mean:.1f}%",
@@ -238,28 +269,33 @@ def evaluate_items(synthetic: SyntheticSet, real: RealData, config: EvalConfig) 
     return evaluate_set(items, labels, test, config, device=real.device)
 
 
-def judge(
-    config: DistillConfig,
-    method: DistillMethod,
+def judged_rows(
+    synthetic: SyntheticSet,
+    own: dict,
     real: RealData,
+    ipc: int,
+    config: EvalConfig,
     stored_bytes: int,
-    run: RunHandle,
+    name: str,
 ) -> list[ResultRow]:
-    """The full protocol on the set (at the settings its method calls for, e.g. MTT's
-    learned lr), beside the same-size random real baseline at the protocol's own."""
+    """The full protocol on ``synthetic`` (at its own settings where ``config`` leaves them,
+    e.g. MTT's learned lr), beside the same-size random real baseline at the protocol's."""
     test = ArrowClipDataset(real.shards, "test")
-    groups = class_groups(real.shards, seed=config.eval.seed, device=real.device)
-    items, labels = as_videos(method.synthetic, real.clip_shape[0])
-    own = with_own_settings(config.eval, method.eval_overrides())
-    result = evaluate_set(items, labels, test, own, device=real.device)
-    baseline = random_baseline(real, test, config.ipc, config.eval)
+    groups = class_groups(real.shards, seed=config.seed, device=real.device)
+    items, labels = as_videos(synthetic, real.clip_shape[0])
+    result = evaluate_set(items, labels, test, with_own_settings(config, own), device=real.device)
+    baseline = random_baseline(real, test, ipc, config)
     t, c, h, w = real.clip_shape
-    videos_bytes = 4 * real.num_classes * config.ipc * t * c * h * w  # as float32 videos
-    rows = [
-        ResultRow(f"{config.method} ipc {config.ipc}", result, stored_bytes / MIB, groups),
-        ResultRow(f"random real ipc {config.ipc}", baseline, videos_bytes / MIB, groups),
+    videos_bytes = 4 * real.num_classes * ipc * t * c * h * w  # as float32 videos
+    return [
+        ResultRow(name, result, stored_bytes / MIB, groups),
+        ResultRow(f"random real ipc {ipc}", baseline, videos_bytes / MIB, groups),
     ]
-    for row, prefix in zip(rows, ("final", "random_baseline"), strict=True):
+
+
+def log_rows(rows: list[ResultRow], run: RunHandle, out: str | None = None) -> None:
+    """The judged set's and the baseline's figures as metrics (and ``evaluation.json``)."""
+    for row, prefix in zip(rows, ("final", "random_baseline"), strict=False):
         d = row.to_dict()
         run.log_metrics(
             {
@@ -270,15 +306,26 @@ def judge(
                 f"{prefix}_dynamic_mean": d.get("dynamic_mean", math.nan),
             }
         )
-    fs, root = files.filesystem(config.out)
-    files.write_json(
-        fs,
-        files.join(root, "evaluation.json"),
-        {
-            "rows": [r.to_dict() for r in rows],
-            "groups": groups,
-        },
-    )
+    if out is not None:
+        fs, root = files.filesystem(out)
+        files.write_json(
+            fs,
+            files.join(root, "evaluation.json"),
+            {"rows": [r.to_dict() for r in rows], "groups": rows[0].groups},
+        )
+
+
+def judge(
+    config: DistillConfig,
+    method: DistillMethod,
+    real: RealData,
+    stored_bytes: int,
+    run: RunHandle,
+) -> list[ResultRow]:
+    name = f"{config.method} ipc {config.ipc}"
+    own = method.eval_overrides()
+    rows = judged_rows(method.synthetic, own, real, config.ipc, config.eval, stored_bytes, name)
+    log_rows(rows, run, config.out)
     return rows
 
 

@@ -52,6 +52,10 @@ class ResultRow:
         cells.append("-" if self.mib is None else f"{self.mib:.3f}")
         return cells
 
+    @classmethod
+    def from_dict(cls, d: dict, groups: dict | None = None) -> ResultRow:
+        return cls(d["name"], EvalResult.from_dict(d), d["mib"], groups)
+
     def to_dict(self) -> dict:
         out = {"name": self.name, "mib": self.mib, **self.result.to_dict()}
         if self.groups:

@@ -1,0 +1,19 @@
+"""Search S2D-MTT's lr_dynamic, lr_hal and syn_steps (the paper's headline method) with Ray
+Tune + Optuna, then judge and export the best set; jobs/tune.py with --method s2d-mtt.
+
+    python jobs/tune_mtt.py                       # the embedded dataset, IPC 1, from scratch
+    python jobs/tune_mtt.py --smoke-test          # two tiny trials through every stage
+    ray job submit --working-dir . -- python jobs/tune_mtt.py --workdir /shared/search
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tune import main  # the sibling job
+
+if __name__ == "__main__":
+    sys.exit(main(method="s2d-mtt"))

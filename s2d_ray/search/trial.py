@@ -1,0 +1,104 @@
+"""One search trial: a distillation run at a sampled point of the space, reporting every
+periodic evaluation to Tune (ASHA stops the weak ones) with its checkpoint.
+
+The trial's distillation writes to ``<workdir>/trials/<trial id>``; each report carries that
+run's checkpoint, so a trial restored by ``Tuner.restore`` (on this node or another) resumes
+the distillation where it was, and its MLflow child run is continued, not duplicated.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from s2d_ray.distill import DistillConfig, DivergedError, run_distillation
+from s2d_ray.evaluation import EvalConfig
+from s2d_ray.methods import METHODS
+from s2d_ray.methods.checkpoint import FOLDER
+from s2d_ray.search.spaces import SearchSpace
+from s2d_ray.tracking import TrackingConfig
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What every trial needs besides its point; small and picklable for Ray."""
+
+    space: SearchSpace
+    data: str
+    workdir: str
+    tracking: TrackingConfig
+    experts: str | None = None
+    statics: tuple[tuple[int, str], ...] = ()  # (spc, static memory folder)
+    parent_run_id: str | None = None
+    device: str = "auto"
+
+    def static_for(self, spc: int | None) -> str | None:
+        if spc is None:
+            return None
+        for have, path in self.statics:
+            if have == spc:
+                return path
+        raise ValueError(f"no static memory with spc {spc} was built for this search")
+
+
+def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> DistillConfig:
+    """The distillation a trial runs: the space's method at ``point``, evaluated every
+    ``budget.eval_every`` iterations with one fresh network (the search's signal)."""
+    space, budget = inputs.space, inputs.space.budget
+    settings, spc = space.trial_settings(point)
+    if inputs.experts and "experts" in METHODS[space.method].Config.model_fields:
+        settings["experts"] = inputs.experts
+    return DistillConfig(
+        method=space.method,
+        data=inputs.data,
+        out=str(Path(inputs.workdir) / "trials" / trial_id),
+        ipc=space.ipc,
+        static=inputs.static_for(spc),
+        iterations=budget.iterations,
+        eval_every=budget.eval_every,
+        checkpoint_every=budget.eval_every,  # every report carries a fresh checkpoint
+        eval=EvalConfig(epochs=budget.eval_epochs, repeats=1, seed=space.seed),
+        final_eval=False,
+        method_config=settings,
+        seed=space.seed,
+        device=inputs.device,
+    )
+
+
+def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
+    """The Tune function trainable (``tune.with_parameters(run_trial, inputs=...)``)."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(inputs, point, trial_id)
+    checkpoint_dir = Path(config.out) / FOLDER
+    restored = tune.get_checkpoint()
+    if restored is not None:  # Tuner.restore: put the distillation's checkpoint back
+        with restored.as_directory() as saved:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            shutil.copytree(saved, checkpoint_dir)
+
+    last: dict[str, float] = {}
+
+    def report(iteration: int, metrics: dict[str, float]) -> None:
+        metrics = {**metrics, "iteration": iteration}
+        if iteration == config.iterations:  # after the set is saved: Tune may stop us at once
+            last.update(metrics)
+            return
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    tags = {"s2d.search": inputs.space.name, "s2d.trial_id": trial_id}
+    try:
+        run_distillation(
+            config,
+            inputs.tracking,
+            parent_run_id=inputs.parent_run_id,
+            tags=tags,
+            on_evaluation=report,
+        )
+    except DivergedError as exc:  # a bad point, not a broken search: the searcher learns it
+        tune.report({"eval_top1": 0.0, "diverged": 1.0, "error": str(exc)[:200]})
+        return
+    tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))

@@ -1,0 +1,86 @@
+"""``jobs/tune_mtt.py --smoke-test`` end to end in-process: inputs built, a Tune + Optuna
+search with ASHA, one MLflow parent with a child per trial, the best set exported and
+trainable; re-running reports the finished search without new runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import s2d_ray
+
+ROOT = Path(__file__).parents[2]
+
+
+def load_job(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def runs(workdir: Path) -> list:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("s2d/embedded")
+    return client.search_runs([experiment.experiment_id]), client
+
+
+@pytest.mark.slow
+def test_tune_mtt_smoke_search_end_to_end(tmp_path, capsys, ray_local):
+    job = load_job("tune_mtt")
+    workdir = tmp_path / "search"
+    assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
+    printed = capsys.readouterr().out
+    assert "| best s2d-mtt ipc 1 " in printed and "| random real ipc 1 " in printed
+
+    found, client = runs(workdir)
+    parents = [r for r in found if r.data.tags.get("s2d.role") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2
+    assert {c.data.tags["s2d.search"] for c in children} == {"embedded_ipc1_s2d-mtt"}
+    for child in children:
+        assert "method.lr_dynamic" in child.data.params and "eval_top1" in child.data.metrics
+        assert child.info.status in ("FINISHED", "KILLED")
+    assert parent.data.tags["s2d.best_trial"] in {c.data.tags["s2d.trial_id"] for c in children}
+    assert "final_top1_mean" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
+    assert artifacts == {"best/manifest.json", "best/tensors.safetensors"}
+
+    best = s2d_ray.load_distilled(workdir / "best")  # the exported set trains a network
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(best.num_classes))
+    loader = torch.utils.data.DataLoader(best, batch_size=4, shuffle=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for videos, labels in loader:
+        loss = torch.nn.functional.cross_entropy(model(videos), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss)
+
+    # the same command again: the finished search is reported, not redone
+    assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
+    assert "best trial " + parent.data.tags["s2d.best_trial"] in capsys.readouterr().out
+    assert len(runs(workdir)[0]) == len(found)
+
+
+def test_tune_bad_input_is_one_clear_line_before_any_trial(tmp_path, capsys):
+    job = load_job("tune")
+    base = ["--workdir", str(tmp_path / "w"), "--no-mlflow"]
+    cases = [
+        (["--method", "s2d-mtt", "--dataset", "ucf11"], "no such search-space file"),
+        (["--method", "s2d-mtt", "--set", "budget.trails=3"], "budget.trails"),
+        (["--method", "s2d-mtt", "--no-build"], "prepare them first"),
+        (["--method", "s2d-dm", "--dataset", "hmdb51"], "no clip shards"),
+    ]
+    for args, message in cases:
+        assert job.main(args + base) == 2, args
+        assert message in capsys.readouterr().err
+    unreachable = ["--method", "s2d-mtt", "--workdir", str(tmp_path / "w")]
+    assert job.main([*unreachable, "--mlflow-uri", "http://127.0.0.1:9"]) == 2
+    assert "does not answer" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""The search driver's parts without Ray: Tune's space, each trial's distillation config, the
+smoke shrink, the choice of the best trial and the Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s2d_ray.search import load_space
+from s2d_ray.search.trial import SearchInputs, trial_config
+from s2d_ray.search.tuner import (
+    SearchConfig,
+    best_trial,
+    experiment_name,
+    load_config_space,
+    pareto_front,
+    smoke_space,
+    tune_param_space,
+)
+from s2d_ray.tracking import TrackingConfig
+
+SPACES = Path(__file__).parents[2] / "tune_spaces"
+
+
+def space(name="embedded_ipc1_s2d-mtt", overrides=()):
+    return load_space(SPACES / f"{name}.yaml", list(overrides))
+
+
+def test_tune_space_samples_inside_the_yaml_ranges():
+    dims = tune_param_space(space("embedded_ipc1_s2d-dm"))
+    assert set(dims) == {"lr_dynamic", "lr_hal", "spc:dpc"}
+    for _ in range(20):
+        assert 1e-5 <= dims["lr_dynamic"].sample() <= 1e4
+        assert dims["spc:dpc"].sample() in ("1:1", "2:1", "2:2")
+
+
+def test_a_trial_distils_the_method_at_its_point(tmp_path):
+    s = space("embedded_ipc5_s2d-mtt")
+    inputs = SearchInputs(
+        s,
+        data="/d",
+        workdir=str(tmp_path),
+        tracking=TrackingConfig.disabled(),
+        experts="/e",
+        statics=((10, "/static10"),),
+    )
+    config = trial_config(inputs, {"lr_dynamic": 5.0, "lr_hal": 1e-3, "syn_steps": 5}, "t1")
+    assert config.out == str(tmp_path / "trials" / "t1")
+    assert config.static == "/static10"  # '2:2' at IPC 5: ten stills per class
+    assert config.method_config == {
+        "lr_dynamic": 5.0,
+        "lr_hal": 1e-3,
+        "syn_steps": 5,
+        "batch_syn": 10,
+        "dpc": 10,
+        "experts": "/e",
+    }
+    assert (config.iterations, config.eval_every, config.checkpoint_every) == (200, 50, 50)
+    assert not config.final_eval and config.eval.epochs == s.budget.eval_epochs
+    with pytest.raises(ValueError, match="no static memory with spc 10"):
+        trial_config(inputs.__class__(**{**inputs.__dict__, "statics": ((2, "/s"),)}), {}, "t")
+
+
+def test_experiment_name_is_stable_and_follows_the_space():
+    assert experiment_name(space()) == experiment_name(space())
+    assert experiment_name(space()) != experiment_name(space(overrides=["budget.trials=3"]))
+
+
+def test_smoke_space_is_tiny_and_still_valid():
+    config = SearchConfig(space=str(SPACES / "embedded_ipc1_s2d-mtt.yaml"), smoke=True)
+    s = load_config_space(config)
+    assert s.budget.trials == 2 and s.budget.iterations == 2
+    assert s.space["syn_steps"].values == [1, 2] and s.paper[0]["syn_steps"] == 2
+    assert s.fixed["max_start_epoch"] == 1
+    assert smoke_space(space("embedded_ipc1_s2d-dm")).fixed == {"batch_real": 64}
+
+
+def result(trial, top1, iteration=200, **kw):
+    return {"trial_id": trial, "eval_top1": top1, "iteration": iteration, "config": {}, **kw}
+
+
+def test_the_best_trial_is_the_best_completed_finite_one():
+    s = space()
+    results = [
+        result("stopped", 0.9, iteration=50),  # ASHA stopped it early: no set was saved
+        result("diverged", 0.95, diverged=1.0),
+        result("a", 0.4),
+        result("b", 0.6),
+    ]
+    assert best_trial(results, s)["trial_id"] == "b"
+    with pytest.raises(RuntimeError, match="none of the 2 trials ran its 200 iterations"):
+        best_trial(results[:2], s)
+
+
+def test_pareto_front_keeps_the_undominated_trials():
+    results = [
+        result("small", 0.3, stored_mib=0.1),
+        result("big", 0.6, stored_mib=1.0),
+        result("dominated", 0.2, stored_mib=0.5),
+        result("mid", 0.5, stored_mib=0.4),
+    ]
+    assert [r["trial_id"] for r in pareto_front(results)] == ["small", "mid", "big"]
