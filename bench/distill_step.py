@@ -4,7 +4,9 @@ at: 10 classes, ipc 1, spc 2, dpc 2, at 8x64² and 16x112².
 1. DM and S2D-DM with 64 real clips per class. The reference's S2D-DM iteration took 28.2 s
    on a machine of this kind (2048² fp32 matmul about 110-140 GFLOP/s, see the calibration
    line); target <= 0.9x.
-2. MTT and S2D-MTT with batch_syn 10 at syn_steps 5, 10, 20, in both unroll modes. The
+2. MTT and S2D-MTT with batch_syn 10 at syn_steps 5, 10, 20, in both unroll modes.
+3. (``--part alloc``) S2D-MTT with glibc's default allocator vs ours (large tensors from the
+   heap), in the same run. The
    reference's MTT+S2D iteration: 37.0 s / 5.9 GiB at syn_steps 10 and 77.4 s / 10.65 GiB at
    20 (16x112²), 5.2 s / 10.8 s at 8x64². Targets: ``constant`` peak memory at syn_steps 20
    <= 1.15x its syn_steps 10 (the reference: 1.8x); time <= 0.9x the reference's.
@@ -14,12 +16,14 @@ embedded dataset rendered at that size (16 videos per class, 4 stored clips each
 expert snapshots are written at the network's exact size (their values do not change the cost).
 
     python bench/distill_step.py [--iterations 2] [--sizes 8x64 16x112] [--part dm mtt]
+        [--methods mtt s2d-mtt] [--unrolls full constant] [--syn-steps 5 10 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -56,9 +60,10 @@ METHODS = {
 def worker(data: str, method: str, iterations: int, extra: dict) -> dict:
     """Time ``iterations`` steps after one warm-up step; this process's peak RSS."""
     from s2d_ray.methods import DistillContext, RealData, get_method
+    from s2d_ray.models import resolve_device
     from s2d_ray.synthetic import SyntheticImages
 
-    real = RealData.open(data)
+    real = RealData.open(data, resolve_device("cpu"))  # as the jobs do (heap allocator)
     size = real.clip_shape[2]
     static = SyntheticImages(torch.randn(real.num_classes * 2, 3, size, size), real.num_classes)
     cls = get_method(method)
@@ -92,12 +97,13 @@ def fake_experts(data: str, out: str) -> str:
     return out
 
 
-def run_worker(data: str, method: str, iterations: int, extra: dict) -> dict:
+def run_worker(data: str, method: str, iterations: int, extra: dict, env=None) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", data, method, str(iterations), json.dumps(extra)],
         check=True,
         capture_output=True,
         text=True,
+        env=None if env is None else {**os.environ, **env},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -125,8 +131,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--sizes", nargs="+", default=["8x64", "16x112"])
-    p.add_argument("--part", nargs="+", choices=["dm", "mtt"], default=["dm", "mtt"])
+    p.add_argument("--part", nargs="+", choices=["dm", "mtt", "alloc"], default=["dm", "mtt"])
     p.add_argument("--syn-steps", nargs="+", type=int, default=[5, 10, 20])
+    mtts, unrolls = ["mtt", "s2d-mtt"], ["full", "constant"]
+    p.add_argument("--methods", nargs="+", choices=mtts, default=mtts)
+    p.add_argument("--unrolls", nargs="+", choices=unrolls, default=unrolls)
     p.add_argument("--smoke-test", action="store_true")
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -145,8 +154,10 @@ def main() -> None:
             datas[spec] = prepare(Path(tmp), frames, size, videos)
         if "dm" in args.part:
             dm_table(datas, args.iterations, videos)
+        if "alloc" in args.part:
+            allocator_table(datas, args.iterations, Path(tmp))
         if "mtt" in args.part:
-            mtt_table(datas, args.iterations, args.syn_steps, Path(tmp))
+            mtt_table(datas, args.iterations, args.syn_steps, Path(tmp), args.methods, args.unrolls)
 
 
 def dm_table(datas: dict, iterations: int, videos: int) -> None:
@@ -174,7 +185,27 @@ def dm_table(datas: dict, iterations: int, videos: int) -> None:
     )
 
 
-def mtt_table(datas: dict, iterations: int, syn_steps: list[int], tmp: Path) -> None:
+def allocator_table(datas: dict, iterations: int, tmp: Path) -> None:
+    """S2D-MTT (full, 10 steps) with glibc's default malloc vs large tensors from the heap."""
+    print("\n3. The CPU allocator (s2d_ray/models/allocator.py): S2D-MTT, full unroll, 10 steps")
+    print(f"{'clip':<8} {'glibc default s':>16} {'heap s':>8} {'speed-up':>9}")
+    for spec, data in datas.items():
+        experts = fake_experts(data, str(tmp / f"experts-alloc-{spec}"))
+        extra = {"experts": experts, "unroll": "full", "syn_steps": 10}
+        default = run_worker(data, "s2d-mtt", iterations, extra, {"S2D_MALLOC": "default"})
+        heap = run_worker(data, "s2d-mtt", iterations, extra)
+        ratio = default["seconds"] / heap["seconds"]
+        print(f"{spec:<8} {default['seconds']:>16.2f} {heap['seconds']:>8.2f} {ratio:>8.2f}x")
+
+
+def mtt_table(
+    datas: dict,
+    iterations: int,
+    syn_steps: list[int],
+    tmp: Path,
+    methods: list[str],
+    unrolls: list[str],
+) -> None:
     print(
         f"\n2. MTT and S2D-MTT: 10 classes, ipc 1, spc 2, dpc 2, batch_syn 10, mean of "
         f"{iterations} iterations after a warm-up"
@@ -186,8 +217,8 @@ def mtt_table(datas: dict, iterations: int, syn_steps: list[int], tmp: Path) -> 
     for spec, data in datas.items():
         experts = fake_experts(data, str(tmp / f"experts-{spec}"))
         peaks = {}
-        for method in ("mtt", "s2d-mtt"):
-            for unroll in ("full", "constant"):
+        for method in methods:
+            for unroll in unrolls:
                 for steps in syn_steps:
                     extra = {"experts": experts, "unroll": unroll, "syn_steps": steps}
                     r = run_worker(data, method, iterations, extra)

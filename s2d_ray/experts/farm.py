@@ -32,6 +32,7 @@ from s2d_ray.experts.training import (
     trajectory_settings,
 )
 from s2d_ray.files import join
+from s2d_ray.models import resolve_device
 from s2d_ray.tracking import Tracker, TrackingConfig
 
 
@@ -67,7 +68,7 @@ def worker_device(gpus_per_worker: float) -> torch.device:
         import ray.train.torch
 
         return ray.train.torch.get_device()
-    return torch.device("cpu")
+    return resolve_device("cpu")
 
 
 def farm_worker_loop(loop_config: dict) -> None:

@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+from s2d_ray.models.allocator import keep_large_allocations_in_heap
+
 
 def autocast_context(
     device: torch.device | str, enabled: bool = True
@@ -18,7 +20,11 @@ def autocast_context(
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    """``auto``: the first CUDA GPU when there is one, else the CPU. Every job resolves its
+    device here, so CPU work also gets its large tensors from the heap (``allocator``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cpu":
+        keep_large_allocations_in_heap()
+    return device
