@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--unroll",
         choices=["full", "constant"],
-        help="MTT: one graph through all steps (default), or constant memory (~1.45x slower)",
+        help="MTT: one graph through all steps (default), or constant memory (~1.3x slower)",
     )
     p.add_argument("--lr-lr", type=float, help="MTT: learning rate of syn_lr (1e-5)")
     p.add_argument("--pool-size", type=int, help="FRePo: networks trained online (10)")

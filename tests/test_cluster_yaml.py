@@ -1,19 +1,68 @@
-"""Every shipped cluster YAML passes Ray's own schema check, offline (no cloud calls)."""
+"""The shipped cluster definition passes Ray's own schema check offline (no cloud calls), and
+what the schema does not check: worker bounds, integer resources, local paths that exist,
+token auth on every node, loopback-only dashboards, one place naming the shared storage."""
 
+from __future__ import annotations
+
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+USER_FILES = {"~/.ray/auth_token"}  # the user's Ray token: mounted, never committed
 
 
-def test_ray_cluster_yaml_is_a_valid_cluster_config():
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+
+
+def test_ray_accepts_the_cluster_config(config):
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
     validate_config(prepare_config(config))
-    for name, node in config["available_node_types"].items():
-        assert node.get("min_workers", 0) <= node.get("max_workers", config["max_workers"]), name
-    commands = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
-    assert commands.count("RAY_AUTH_MODE=token") == 2  # token auth stays on
-    assert "--dashboard-host=127.0.0.1" in commands
+
+
+def test_what_the_schema_misses(config):
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    for name, node in types.items():
+        low, high = node.get("min_workers", 0), node.get("max_workers", config["max_workers"])
+        assert 0 <= low <= high <= config["max_workers"], name
+        for resource, amount in node["resources"].items():
+            assert isinstance(amount, int) and amount >= 0, (name, resource)
+    head = types[config["head_node_type"]]["resources"]
+    assert head.get("GPU", 0) == 0  # the driver and MLflow, no training
+    assert any(node["resources"].get("GPU", 0) for node in types.values())
+    assert any(
+        node["resources"].get("CPU", 0) and not node["resources"].get("GPU")
+        for name, node in types.items()
+        if name != config["head_node_type"]
+    )  # a CPU type for data preparation
+
+
+def test_every_local_path_it_names_exists(config):
+    for remote, local in config["file_mounts"].items():
+        if local in USER_FILES:
+            assert remote.startswith("~/.ray/"), remote
+            continue
+        assert (ROOT / local).exists(), local
+
+
+def test_token_auth_and_loopback_everywhere(config):
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if c.startswith("RAY_AUTH_MODE=token ray start")]
+    others = [c for c in starts if "ray start" in c and c not in ray_starts]
+    assert len(ray_starts) == 2 and not others
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    assert "--host 127.0.0.1" in " ".join(config["head_setup_commands"])  # the MLflow server
+    assert "~/.ray/auth_token" in config["file_mounts"]
+
+
+def test_the_shared_storage_is_named_in_one_place():
+    text = (ROOT / "ray_cluster.yaml").read_text()
+    buckets = set(re.findall(r"s3://[\w.-]+", text))
+    assert len(buckets) == 1
+    assert len(re.findall(re.escape(next(iter(buckets))), text)) == 1

@@ -22,9 +22,10 @@ Unrolls (``unroll``):
   step's graph whatever syn_steps is.
 
 ``full`` is the default: ``constant`` was to be the default if at most 1.3x slower, and it
-measured 1.41-1.52x slower (8x64², 10 and 20 steps; it recomputes one forward and backward per
-step) while its peak memory grew only 1.03-1.12x from 10 to 20 steps (``full``: 1.55x). Use
-``constant`` when memory, not time, is the limit (long unrolls, 16x112², small GPUs).
+measured 1.22-1.28x slower at 8x64² and 1.29-1.39x at 16x112² (10 and 20 steps; it recomputes
+one forward and backward per step), while its peak memory is 2.5-3.0 GiB at 16x112² against
+6.7-11.5 GiB for ``full`` (bench/distill_step.py). Use ``constant`` when memory, not time, is
+the limit (long unrolls, 16x112², small GPUs).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class MTTConfig(TemporalConfig):
     lr_teacher: float = Field(default=0.01, gt=0, description="syn_lr's initial value")
     momentum_lr: float = Field(default=0.5, ge=0, lt=1)
     unroll: Literal["full", "constant"] = Field(
-        default="full", description="constant: flat memory, ~1.45x slower (bench/distill_step.py)"
+        default="full", description="constant: ~4x less memory, ~1.3x slower (bench)"
     )
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16: CUDA only")
 

@@ -10,19 +10,19 @@ import pytest
 from s2d_ray.methods.hyperparameters import paper_defaults
 from s2d_ray.search import SpaceError, load_space
 
-SPACES = sorted((Path(__file__).parents[2] / "tune_spaces").glob("*.yaml"))
+SPACES = sorted((Path(__file__).parents[2] / "tune_spaces").rglob("*.yaml"))  # + quickstart/
 FRAMES = {"kinetics400": 16, "ssv2": 16, "embedded": 8}
 
 
 def test_the_required_spaces_are_shipped():
-    names = {p.stem for p in SPACES}
+    names = {p.stem for p in SPACES if p.parent.name == "tune_spaces"}
     for dataset in ("embedded", "miniucf", "ucf101", "hmdb51", "kinetics400", "ssv2"):
         for ipc in (1, 5):
             for method in ("s2d-mtt", "s2d-dm", "mtt"):
                 assert f"{dataset}_ipc{ipc}_{method}" in names
 
 
-@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+@pytest.mark.parametrize("path", SPACES, ids=[f"{p.parent.name}/{p.stem}" for p in SPACES])
 def test_every_shipped_space_loads_and_starts_at_the_papers_values(path):
     space = load_space(path)
     assert space.name == path.stem  # the file name says what the file holds
