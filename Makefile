@@ -12,16 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-## quickstart: install, then run the main pipeline on the embedded default dataset (CPU, minutes)
+## quickstart: install, then the whole chain on the embedded default dataset (CPU, ~10 min):
+## shards -> experts (Ray Train) -> static memory -> S2D-MTT search (Ray Tune + Optuna, ASHA)
+## -> the best set judged beside random real clips and the full data -> MLflow
 quickstart: $(VENV)/.installed
-	$(PY) jobs/prepare_data.py --dataset embedded --out $(WORKDIR)/data
-	$(PY) jobs/train_experts.py --data $(WORKDIR)/data --out $(WORKDIR)/experts \
-		--num-experts 2 --workers 2 --epochs 2
-	$(PY) jobs/distill_static.py --data $(WORKDIR)/data --out $(WORKDIR)/static --spc 1 \
-		--method dm --iterations 20 --no-eval
-	$(PY) jobs/distill.py --method s2d-dm --data $(WORKDIR)/data --out $(WORKDIR)/s2d-dm \
-		--ipc 1 --static $(WORKDIR)/static --dpc 1 --iterations 20 --batch-real 16 \
-		--eval-epochs 50 --eval-repeats 1
+	$(PY) jobs/tune_mtt.py --space tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml \
+		--workdir $(WORKDIR) --num-experts 2 --static-iterations 30 --full-epochs 10
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed

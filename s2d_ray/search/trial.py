@@ -90,6 +90,11 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     tags = {"s2d.search": inputs.space.name, "s2d.trial_id": trial_id}
+    tags |= {"s2d.data": inputs.data}  # lineage: what the trial was distilled from
+    if inputs.experts:
+        tags["s2d.experts"] = inputs.experts
+    if config.static:
+        tags["s2d.static"] = config.static
     try:
         run_distillation(
             config,

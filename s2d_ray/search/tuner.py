@@ -299,6 +299,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
 
     started = time.perf_counter()
     space = load_config_space(config)
+    tracking = tracking.with_experiment(f"s2d/{space.dataset}")  # one experiment per dataset
     name = experiment_name(space)
     work = Path(config.workdir)
     if tracking.enabled and is_http_uri(tracking.uri):  # before any work, not in trial 1
