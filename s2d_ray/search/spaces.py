@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -30,35 +30,34 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LogUniform(_Frozen):
+class _Range(_Frozen):
+    kinds: ClassVar[tuple[type, ...]]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, self.kinds) and self.low <= value <= self.high
+
+
+class LogUniform(_Range):
+    kinds = (int, float)
     type: Literal["loguniform"]
     low: float = Field(gt=0)
     high: float = Field(gt=0)
 
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
 
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, int | float) and self.low <= value <= self.high
-
-
-class IntRange(_Frozen):
+class IntRange(_Range):
+    kinds = (int,)
     type: Literal["int"]
     low: int = Field(ge=1)
     high: int = Field(ge=1)
     log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        return self
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, int) and self.low <= value <= self.high
 
 
 class Choice(_Frozen):
