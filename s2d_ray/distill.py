@@ -213,7 +213,7 @@ def _iterate(
     losses, pending = [], []
     for iteration in range(start, config.iterations):
         metrics = method.step(iteration)
-        if not math.isfinite(metrics["loss"]):
+        if not math.isfinite(metrics["loss"]) or not _finite(method):
             run.log_metric_steps(pending)
             kept = (
                 "no checkpoint yet"
@@ -223,9 +223,12 @@ def _iterate(
                     f" is kept in {config.out}/checkpoint"
                 )
             )
+            what = f"the loss is {metrics['loss']}"
+            if math.isfinite(metrics["loss"]):
+                what = "the learnt tensors became non-finite"
             raise DivergedError(
-                f"{config.method}: the loss is {metrics['loss']} at iteration {iteration + 1}; "
-                f"stopped ({kept}). Lower the learning rates and re-run."
+                f"{config.method}: {what} at iteration {iteration + 1}; stopped ({kept}). "
+                "Lower the learning rates and re-run."
             )
         losses.append(metrics["loss"])
         pending.append((iteration + 1, metrics))
@@ -252,6 +255,12 @@ def _iterate(
                 flush=True,
             )
     return losses
+
+
+def _finite(method: DistillMethod) -> bool:
+    """A finite loss can still leave NaN in the set (a step on a non-finite gradient)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in method.learnable())
 
 
 def as_videos(synthetic: SyntheticSet, frames: int) -> tuple[torch.Tensor, torch.Tensor]:

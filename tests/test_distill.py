@@ -159,6 +159,24 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_checkpoint(
     assert not (tmp_path / "x" / "manifest.json").exists()  # no set from a diverged run
 
 
+def test_a_non_finite_set_stops_the_run_even_with_a_finite_loss(
+    embedded_small, tmp_path, monkeypatch
+):
+    real_step = _DistributionMatching.step
+
+    def poison(self, iteration):
+        out = real_step(self, iteration)
+        if iteration == 5:  # the last step: no later loss would ever show it
+            with torch.no_grad():
+                self.synthetic.items[0, 0, 0, 0, 0] = float("inf")
+        return out
+
+    monkeypatch.setattr(_DistributionMatching, "step", poison)
+    with pytest.raises(DivergedError, match="non-finite at iteration 6"):
+        run_distillation(config(embedded_small, tmp_path / "x"), OFF)
+    assert not (tmp_path / "x" / "manifest.json").exists()
+
+
 def test_bad_inputs_fail_before_any_work(embedded_small, static, tmp_path):
     with pytest.raises(ValidationError, match="ipc"):
         config(embedded_small, tmp_path / "a", ipc=0)

@@ -61,6 +61,7 @@ class SearchConfig(StrictConfig):
     data: str | None = Field(default=None, description="clip shards; default <workdir>/data")
     experts: str | None = Field(default=None, description="expert store; <workdir>/experts")
     num_experts: int = Field(default=4, ge=1)
+    farm_workers: int = Field(default=2, ge=1, description="parallel expert trainers")
     static_iterations: int = Field(default=200, ge=1)
     build: bool = Field(default=True, description="False: missing inputs are errors")
     device: str = "auto"
@@ -183,7 +184,13 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     expert = ExpertConfig(max_start_epoch=max_start, expert_epochs=expert_epochs)
     print(f"search: training {count - complete} experts into {out}", flush=True)
     run_farm(
-        FarmConfig(data=data, out=out, num_experts=count, expert=expert),
+        FarmConfig(
+            data=data,
+            out=out,
+            num_experts=count,
+            workers=min(config.farm_workers, count - complete),
+            expert=expert,
+        ),
         tracking,
         progress=False,
     )
