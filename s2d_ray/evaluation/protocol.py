@@ -25,7 +25,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -33,6 +32,7 @@ from s2d_ray.config import StrictConfig
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
 from s2d_ray.models import autocast_context, create
 from s2d_ray.seeding import derive_seed, torch_generator
+from s2d_ray.synthetic.base import supervised_loss
 
 
 class EvalConfig(StrictConfig):
@@ -199,15 +199,6 @@ def real_batches(
             yield transform(frames, device=device, generator=order), labels.to(device)
 
     return batches
-
-
-def supervised_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on class indices; on learnt label vectors (FRePo's option) the squared
-    error summed over classes, meaned over the batch: the regression those labels were
-    learnt for."""
-    if targets.is_floating_point():
-        return (logits - targets).square().sum(-1).mean()
-    return F.cross_entropy(logits, targets)
 
 
 def train_network(

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from s2d_ray.evaluation.protocol import supervised_loss
 from s2d_ray.methods.dm import REAL_CHUNK
 from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_groups
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import create, flatten_params, functional_forward
 from s2d_ray.seeding import derive_seed, torch_generator
+from s2d_ray.synthetic.base import supervised_loss
 from s2d_ray.synthetic.temporal import TemporalConfig
 
 

@@ -4,8 +4,8 @@ glibc serves every allocation above 32 MiB with its own ``mmap`` and unmaps it o
 training step that allocates the same big activations again pays the kernel to fault in and
 zero every page again. Training video networks does exactly that (a 16x112² ConvNet3D batch
 of 10 holds 128 MiB activations). Serving them from the heap, and keeping freed memory there,
-measured 1.40x faster per S2D-MTT iteration at 16x112² and 1.11x at 8x64²
-(bench/distill_step.py; the process keeps its peak memory instead of returning it). The
+measured 1.50x faster per S2D-MTT iteration at 16x112² and 1.04x at 8x64²
+(bench/distill_step.py --part alloc; the process keeps its peak memory instead of returning it). The
 price: the heap fragments, so the constant-memory MTT unroll's peak grows 1.20x from 10 to
 20 steps at 16x112² instead of 1.08x (still 3.0 GiB against full's 11.5 GiB).
 

@@ -85,6 +85,15 @@ class SyntheticSet(nn.Module):
         return total
 
 
+def supervised_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class indices; on learnt label vectors (FRePo's option) the squared
+    error summed over classes, meaned over the batch: the regression those labels were
+    learnt for."""
+    if targets.is_floating_point():
+        return (logits - targets).square().sum(-1).mean()
+    return F.cross_entropy(logits, targets)
+
+
 def class_major_labels(num_classes: int, per_class: int) -> torch.Tensor:
     """Labels of class-major sets: per_class items of class 0, then of class 1, ..."""
     return torch.arange(num_classes).repeat_interleave(per_class)
