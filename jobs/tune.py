@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
             enabled=not args.no_mlflow,
         )
         summary = run_search(config, tracking)
+    except KeyboardInterrupt as exc:  # Tune saved its state: the same command resumes
+        print(f"tune: interrupted: {exc or 'before the search started'}", file=sys.stderr)
+        return 130
     except (SpaceError, ValidationError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"tune: error: {exc}", file=sys.stderr)
         return 2

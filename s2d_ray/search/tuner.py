@@ -71,6 +71,12 @@ class SearchConfig(StrictConfig):
     _absolute = field_validator("workdir", "data", "experts")(absolute_uri)
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT/SIGUSR1) stopped Tune; its state is saved and the same command resumes.
+
+    A KeyboardInterrupt, so that the search's MLflow run ends KILLED rather than FAILED."""
+
+
 @dataclass
 class SearchSummary:
     name: str
@@ -342,6 +348,12 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             storage = str(work / "tune")
             grid = build_tuner(inputs, storage, name).fit()
             _close_stopped_trials(tracker, parent.run_id)
+            if grid.num_terminated + grid.num_errors < space.budget.trials:
+                raise SearchInterrupted(
+                    f"search {name} interrupted after {grid.num_terminated} of "
+                    f"{space.budget.trials} trials; its state is in {storage}/{name}: "
+                    "run the same command again to resume it"
+                )
             results = _trial_results(grid)
             best = best_trial(results, space)
             best_set = export_best(work / "trials" / best["trial_id"], work / "best")

@@ -1,10 +1,15 @@
-"""``jobs/tune_mtt.py --smoke-test`` end to end in-process: inputs built, a Tune + Optuna
-search with ASHA, one MLflow parent with a child per trial, the best set exported and
-trainable; re-running reports the finished search without new runs."""
+"""``jobs/tune_mtt.py --smoke-test`` end to end: inputs built, a Tune + Optuna search with
+ASHA, interrupted with SIGINT and resumed by the same command, one MLflow parent with a
+child per trial, the best set exported and trainable; re-running reports the finished
+search without new runs."""
 
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,12 +34,43 @@ def runs(workdir: Path) -> list:
     return client.search_runs([experiment.experiment_id]), client
 
 
+def interrupt_after_first_report(workdir: Path) -> str:
+    """``jobs/tune_mtt.py --smoke-test`` in a subprocess, SIGINT once a trial has reported."""
+    driver = subprocess.Popen(
+        [sys.executable, "jobs/tune_mtt.py", "--smoke-test", "--workdir", str(workdir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(workdir.glob("tune/*/*/checkpoint_*")):
+        assert driver.poll() is None, driver.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no trial reported within 5 minutes"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, out[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_tune_mtt_smoke_search_end_to_end(tmp_path, capsys, ray_local):
+def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys, ray_local):
+    """SIGINT mid-search, then the same command: the search completes with its two trials
+    and no duplicate MLflow runs; a third run reports the finished search."""
     job = load_job("tune_mtt")
     workdir = tmp_path / "search"
+    out = interrupt_after_first_report(workdir)
+    assert "tune: interrupted: search embedded_ipc1_s2d-mtt" in out
+    assert "run the same command again to resume it" in out
+    interrupted, _ = runs(workdir)
+    assert [r.info.status for r in interrupted if r.data.tags.get("s2d.role") == "search"] == [
+        "KILLED"
+    ]
+
     assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
     printed = capsys.readouterr().out
+    assert "search embedded_ipc1_s2d-mtt-" in printed and ": 2 trials in " in printed
     assert "| best s2d-mtt ipc 1 " in printed and "| random real ipc 1 " in printed
 
     found, client = runs(workdir)
@@ -42,7 +78,9 @@ def test_tune_mtt_smoke_search_end_to_end(tmp_path, capsys, ray_local):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2
+    assert len(children) == 2  # one per trial: the interrupted ones were continued
+    assert len({c.data.tags["s2d.trial_id"] for c in children}) == 2
+    assert {r.info.run_id for r in interrupted} <= {r.info.run_id for r in found}
     assert {c.data.tags["s2d.search"] for c in children} == {"embedded_ipc1_s2d-mtt"}
     for child in children:
         assert "method.lr_dynamic" in child.data.params and "eval_top1" in child.data.metrics
