@@ -96,6 +96,12 @@ class Scheduler(_Frozen):
     reduction_factor: float = Field(default=2.0, gt=1)
 
 
+class Searcher(_Frozen):
+    type: Literal["tpe", "random"] = Field(
+        default="tpe", description="Optuna's TPE sampler, or uniform random (a baseline)"
+    )
+
+
 class Objective(_Frozen):
     metric: Literal["eval_top1"] = "eval_top1"
     mode: Literal["max"] = "max"
@@ -117,6 +123,7 @@ class SearchSpace(StrictConfig):
     fixed: dict[str, Any] = Field(default_factory=dict)
     paper: list[dict[str, Any]] = Field(default_factory=list)
     budget: Budget = Budget()
+    searcher: Searcher = Searcher()
     scheduler: Scheduler = Scheduler()
     objective: Objective = Objective()
     resources: Resources = Resources()

@@ -266,17 +266,18 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
         )
     objective = space.objective
     points = [dict(p) for p in space.paper]
+    sampler = _sampler(space)
     if objective.pareto_bytes:
         searcher = OptunaSearch(
             metric=[objective.metric, "stored_mib"],
             mode=[objective.mode, "min"],
             points_to_evaluate=points,
-            seed=space.seed,
+            sampler=sampler,
         )
         scheduler, metric, mode = None, None, None  # the searcher holds both objectives
     else:
         searcher = OptunaSearch(
-            metric=objective.metric, mode=objective.mode, points_to_evaluate=points, seed=space.seed
+            metric=objective.metric, mode=objective.mode, points_to_evaluate=points, sampler=sampler
         )
         scheduler = FIFOScheduler()
         if space.scheduler.type == "asha":
@@ -304,6 +305,15 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
             verbose=1,
         ),
     )
+
+
+def _sampler(space: SearchSpace):
+    """Seeded, so that the same space proposes the same points."""
+    import optuna
+
+    if space.searcher.type == "random":
+        return optuna.samplers.RandomSampler(seed=space.seed)
+    return optuna.samplers.TPESampler(seed=space.seed)
 
 
 def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:

@@ -11,6 +11,7 @@ from s2d_ray.search import load_space
 from s2d_ray.search.trial import SearchInputs, trial_config
 from s2d_ray.search.tuner import (
     SearchConfig,
+    _sampler,
     best_trial,
     experiment_name,
     load_config_space,
@@ -65,6 +66,28 @@ def test_a_trial_distils_the_method_at_its_point(tmp_path):
 def test_experiment_name_is_stable_and_follows_the_space():
     assert experiment_name(space()) == experiment_name(space())
     assert experiment_name(space()) != experiment_name(space(overrides=["budget.trials=3"]))
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
+    """Same space and seed, same points: a search (and bench/search.py) is reproducible."""
+    import optuna
+
+    def proposals(seed):
+        s = space(overrides=[f"searcher.type={kind}", f"seed={seed}"])
+        study = optuna.create_study(sampler=_sampler(s), direction="maximize")
+        points = []
+        for _ in range(12):  # past TPE's 10 random start-up trials
+            trial = study.ask()
+            x = trial.suggest_float("lr_dynamic", 10.0, 1e6, log=True)
+            study.tell(trial, -abs(x - 1e4))
+            points.append(x)
+        return points
+
+    expected = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    assert type(_sampler(space(overrides=[f"searcher.type={kind}"]))) is expected[kind]
+    assert proposals(0) == proposals(0) != proposals(1)
+    assert experiment_name(space()) != experiment_name(space(overrides=["searcher.type=random"]))
 
 
 def test_smoke_space_is_tiny_and_still_valid():
