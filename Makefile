@@ -37,6 +37,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/evaluate.py
 	$(PY) bench/distill_step.py
 	$(PY) bench/quality.py
+	$(PY) bench/search.py
+	$(PY) bench/train_loops.py
 
 ## mlflow-ui: browse every run (searches, trials, distillations) on http://127.0.0.1:5000
 MLFLOW_DB ?= $(abspath $(WORKDIR))/mlflow.db

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="default 500, the set's own (FRePo: 1000), or 100")
     p.add_argument("--lr", type=float, help="default 0.01, or the set's own (MTT: syn_lr)")
     p.add_argument("--no-standardize", action="store_true", help="skip per-batch standard.")
+    p.add_argument("--micro-batch", type=int, help="clips per forward/backward (default: all)")
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
     p.add_argument("--no-baseline", action="store_true", help="skip the random real baseline")
     p.add_argument("--device", default="auto")
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             arch=args.arch,
             repeats=1 if args.smoke_test else args.repeats,
             standardize=not args.no_standardize,
+            micro_batch=args.micro_batch,
             seed=args.seed,
             **{k: v for k, v in given.items() if v is not None},
         )

@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--expert-epochs", type=int, default=1)
     p.add_argument("--lr-teacher", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        help="clips per forward/backward, gradients accumulated (default: the whole batch)",
+    )
     p.add_argument("--network", default="convnet3d")
     p.add_argument(
         "--flip",
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             network=args.network,
             lr_teacher=args.lr_teacher,
             batch_size=args.batch_size,
+            micro_batch=args.micro_batch,
             max_start_epoch=args.max_start_epoch,
             expert_epochs=args.expert_epochs,
             epochs=args.epochs,

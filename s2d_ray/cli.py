@@ -25,6 +25,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--eval-lr", type=float, help="evaluation lr (0.01; MTT: syn_lr; FRePo 1e-4)")
     p.add_argument("--eval-repeats", type=int, default=3, help="fresh networks per evaluation")
+    p.add_argument("--eval-micro-batch", type=int, help="clips per forward/backward (all)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--storage-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
@@ -40,6 +41,7 @@ def common_config(args: argparse.Namespace) -> dict:
 
     smoke = args.smoke_test
     given = {"epochs": SMOKE_EVAL_EPOCHS if smoke else args.eval_epochs, "lr": args.eval_lr}
+    given["micro_batch"] = args.eval_micro_batch
     return {
         "data": args.data,
         "out": args.out,

@@ -10,11 +10,11 @@ codes; a class's score is the mean over its clips. The lower half of the classes
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from s2d_ray import files
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform, FrameView
 from s2d_ray.models import create
+from s2d_ray.models.step import train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 
 VERSION = 1
@@ -73,10 +73,7 @@ def _frame_network(train, shards, seed, epochs, device) -> torch.nn.Module:
             batch = [frames[int(i)] for i in perm[start : start + 64]]
             x = transform(torch.stack([b[0] for b in batch]), device=device)
             y = torch.tensor([b[1] for b in batch], device=device)
-            loss = F.cross_entropy(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(net, optimizer, x, y)
     return net.eval()
 
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from s2d_ray.config import StrictConfig
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
-from s2d_ray.models import autocast_context, create
+from s2d_ray.models import create
+from s2d_ray.models.step import Precision, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 from s2d_ray.synthetic.base import supervised_loss
 
@@ -47,7 +48,10 @@ class EvalConfig(StrictConfig):
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
     normalize: Literal["imagenet", "none"] = "imagenet"
     repeat_mode: Literal["auto", "sequential", "vmap"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
+    micro_batch: int | None = Field(
+        default=None, ge=1, description="clips per forward/backward (models/step.py); None: all"
+    )
     seed: int = 0
 
 
@@ -221,12 +225,16 @@ def train_network(
             loss_sum, seen = 0.0, 0
             for x, y in batches(epoch, order):
                 x = standardize(x) if config.standardize else x
-                with autocast_context(device, config.precision == "bf16"):
-                    loss = supervised_loss(model(x).float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum, seen = loss_sum + float(loss.detach()) * len(y), seen + len(y)
+                loss = train_step(
+                    model,
+                    optimizer,
+                    x,
+                    y,
+                    supervised_loss,
+                    precision=config.precision,
+                    micro_batch=config.micro_batch,
+                )
+                loss_sum, seen = loss_sum + float(loss) * len(y), seen + len(y)
     return loss_sum / max(seen, 1)
 
 
@@ -278,6 +286,10 @@ def train_stacked(
         return functional_call(base, (p, b), (x,))
 
     forward = vmap(call, randomness="different")
+
+    def stacked_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return supervised_loss(logits.flatten(0, 1), y.flatten(0, 1)) * repeats
+
     orders = [torch_generator(derive_seed(config.seed, "eval", r), "order") for r in range(repeats)]
     for m in models:
         m.train()
@@ -298,12 +310,16 @@ def train_stacked(
                     mean = flat.mean(1).view(-1, *[1] * (x.dim() - 1))
                     std = flat.std(1).clamp_min(1e-6).view(-1, *[1] * (x.dim() - 1))
                     x = (x - mean) / std
-                with autocast_context(device, config.precision == "bf16"):
-                    logits = forward(params, buffers, x).float()
-                loss = supervised_loss(logits.flatten(0, 1), labels[idx].flatten(0, 1)) * repeats
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_step(
+                    lambda part: forward(params, buffers, part),
+                    optimizer,
+                    x,
+                    labels[idx],
+                    stacked_loss,
+                    precision=config.precision,
+                    micro_batch=config.micro_batch,
+                    batch_dim=1,  # (R, B, ...): parts split the batch, never the repeats
+                )
     with torch.no_grad():
         for r, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -324,8 +340,9 @@ def test_network(
     correct5 = 0.0
     for start in range(0, len(test), config.eval_batch_size):
         frames, y = test.batch(range(start, min(len(test), start + config.eval_batch_size)))
-        with autocast_context(device, config.precision == "bf16"):
-            logits = model(transform(frames, device=device)).float().cpu()
+        x = transform(frames, device=device)
+        logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
+        logits = logits.cpu()
         top = logits.topk(k, dim=1).indices
         hit1 = (top[:, 0] == y).double()
         correct1.index_add_(0, y, hit1)

@@ -30,12 +30,12 @@ from s2d_ray.config import StrictConfig
 from s2d_ray.data.registry import get_dataset
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
-from s2d_ray.models import autocast_context, create, flatten_params
+from s2d_ray.models import create, flatten_params
+from s2d_ray.models.step import Precision, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16"]
 SEED_RULE = (
     "expert i: s_i = derive_seed(seed, 'expert', i) (also its init); epoch e: clip per video "
     "from derive_seed(s_i, 'clip', e, video), order and flips from "
@@ -59,6 +59,9 @@ class ExpertConfig(StrictConfig):
     normalize: Literal["imagenet", "none"] = "imagenet"
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
     precision: Precision = Field(default="fp32", description="bf16: autocast, on CUDA only")
+    micro_batch: int | None = Field(
+        default=None, ge=1, description="clips per forward/backward (models/step.py); None: all"
+    )
     seed: int = 0
 
     @property
@@ -89,7 +92,7 @@ def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
     """
     config = config.for_data(shards)
     t, h, w, c = shards.clip_shape
-    return {
+    settings = {
         "network": config.network,
         "num_classes": shards.num_classes,
         "clip_shape": [t, c, h, w],
@@ -104,6 +107,9 @@ def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
         "seed": config.seed,
         "seed_rule": SEED_RULE,
     }
+    if config.micro_batch is not None:  # dropout draws its masks part by part
+        settings["micro_batch"] = config.micro_batch
+    return settings
 
 
 def build_network(settings: dict, seed: int, device: torch.device) -> nn.Module:
@@ -136,8 +142,8 @@ def evaluate(
     for start in range(0, len(data), config.eval_batch_size):
         frames, labels = data.batch(range(start, min(len(data), start + config.eval_batch_size)))
         labels = labels.to(device)
-        with autocast_context(device, config.precision == "bf16"):
-            logits = model(transform(frames, device=device))
+        x = transform(frames, device=device)
+        logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
         loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())
     return {"test_acc": correct / len(data), "test_loss": loss_sum / len(data)}
@@ -165,12 +171,15 @@ def train_epoch(
     for start in range(0, len(order), config.batch_size):
         frames, labels = data.batch(order[start : start + config.batch_size])
         x = transform(frames, device=device, generator=generator)
-        with autocast_context(device, config.precision == "bf16"):
-            loss = F.cross_entropy(model(x).float(), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().item() * len(labels)
+        loss = train_step(
+            model,
+            optimizer,
+            x,
+            labels.to(device),
+            precision=config.precision,
+            micro_batch=config.micro_batch,
+        )
+        loss_sum += loss.item() * len(labels)
     return loss_sum / len(order)
 
 

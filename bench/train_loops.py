@@ -1,0 +1,267 @@
+"""Every training loop against the machine's limit: ConvNet3D forward + backward per clip
+(the limit row), then expert training (bare loop and through the Ray Train farm), the
+experts' test evaluation, an evaluation epoch and a DM / MTT iteration, each per clip with
+its ratio to the limit row, and each expert row at several micro-batch sizes (models/step.py).
+
+    python bench/train_loops.py                    # 16x112², 200 training clips (~25 min)
+    python bench/train_loops.py --sizes 8x64       # the small clips (~5 min)
+    python bench/train_loops.py --smoke-test       # every row, tiny (~1 min)
+
+Reference (quoted in issue 10; 2-core AMD EPYC, 110-140 GFLOP/s, 16x112², 200 clips, batch
+256): expert epoch with its test evaluation 0.532 s per clip-epoch (0.0937 at 8x64²), the
+training epoch alone 0.384, a test evaluation of 240 clips 29.7 s, peak RSS 8.64 GiB.
+Targets: farm epoch with evaluation <= 0.8x the reference, evaluation <= 0.8x, every loop
+within 1.3x of the limit row. Every row runs in a fresh process, so peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from calibration import print_calibration
+
+REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB
+    "16x112": {"epoch": 0.532, "train": 0.384, "eval240": 29.7, "peak_gib": 8.64},
+    "8x64": {"epoch": 0.0937},
+}
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def micro(value) -> int | None:
+    return None if value in (None, "all", 0) else int(value)
+
+
+# -- the rows, each run by `--worker NAME JSON` in its own process ---------------------------
+def limit_row(a: dict) -> dict:
+    """Pure forward + backward + SGD update on random clips already in memory, no data path."""
+    from s2d_ray.models import create, resolve_device
+    from s2d_ray.models.step import train_step
+
+    resolve_device("cpu")
+    t, c, h, w = a["clip"]
+    model = create("convnet3d", num_classes=10, clip_shape=(t, c, h, w), seed=0).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(a["clips"], t, c, h, w), torch.randint(0, 10, (a["clips"],))
+    train_step(model, optimizer, x[: a["warm"]], y[: a["warm"]], micro_batch=micro(a["micro"]))
+    started = time.perf_counter()
+    train_step(model, optimizer, x, y, micro_batch=micro(a["micro"]))
+    return {"s_per_clip": (time.perf_counter() - started) / a["clips"], "peak_mib": peak_mib()}
+
+
+def expert_row(a: dict) -> dict:
+    """``train_epoch`` then ``evaluate`` on the test split, in one process, no Ray."""
+    from s2d_ray.data.stream import ArrowClipDataset
+    from s2d_ray.experts.training import (
+        ExpertConfig,
+        build_network,
+        evaluate,
+        train_epoch,
+        trajectory_settings,
+    )
+    from s2d_ray.methods import RealData
+    from s2d_ray.models import resolve_device
+
+    device = resolve_device("cpu")
+    real = RealData.open(a["data"], device)
+    config = ExpertConfig(batch_size=a["batch"], micro_batch=micro(a["micro"])).for_data(
+        real.shards
+    )
+    model = build_network(trajectory_settings(config, real.shards), 0, device)
+    train, test = real.train, ArrowClipDataset(real.shards, "test")
+    generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    train_epoch(model, train, config, 0, 1, generator, device)
+    trained = time.perf_counter()
+    evaluate(model, test, config, device)
+    done = time.perf_counter()
+    return {
+        "train_s_per_clip": (trained - started) / len(train),
+        "eval_s_per_clip": (done - trained) / len(test),
+        "epoch_s_per_clip": (done - started) / len(train),
+        "peak_mib": peak_mib(),
+    }
+
+
+def farm_row(a: dict) -> dict:
+    """One expert, ``epochs`` epochs, through the Ray Train farm (1 worker with both CPUs)."""
+    from s2d_ray.experts.farm import FarmConfig, run_farm
+    from s2d_ray.experts.training import ExpertConfig
+    from s2d_ray.methods import RealData
+    from s2d_ray.tracking import TrackingConfig
+
+    config = FarmConfig(
+        data=a["data"],
+        out=a["out"],
+        num_experts=1,
+        workers=1,
+        cpus_per_worker=2,
+        max_failures=0,
+        expert=ExpertConfig(
+            epochs=a["epochs"], batch_size=a["batch"], micro_batch=micro(a["micro"])
+        ),
+    )
+    started = time.perf_counter()
+    summary = run_farm(config, TrackingConfig.disabled(), progress=False)
+    wall = time.perf_counter() - started
+    clips = len(RealData.open(a["data"]).train)
+    steady = summary.experts[0].metrics["epoch_seconds"][1:]
+    return {
+        "steady_s_per_clip": sum(steady) / len(steady) / clips,
+        "wall_s_per_clip": wall / (a["epochs"] * clips),
+    }
+
+
+def evaluation_row(a: dict) -> dict:
+    """The protocol's training on an ipc-1 synthetic set (10 clips, one step per epoch)."""
+    from s2d_ray.evaluation import EvalConfig
+    from s2d_ray.evaluation.protocol import tensor_batches, train_network
+    from s2d_ray.models import create, resolve_device
+
+    device = resolve_device("cpu")
+    t, c, h, w = a["clip"]
+    items, labels = torch.randn(10, t, c, h, w), torch.arange(10)
+    config = EvalConfig(epochs=a["epochs"], micro_batch=micro(a["micro"]))
+    model = create("convnet3d", num_classes=10, clip_shape=(t, c, h, w), seed=0)
+    batches = tensor_batches(items, labels, config)
+    train_network(model, batches, config.model_copy(update={"epochs": 1}), 0, device)  # warm
+    started = time.perf_counter()
+    train_network(model, batches, config, 0, device)
+    seconds = (time.perf_counter() - started) / a["epochs"]
+    return {"s_per_clip": seconds / len(labels), "peak_mib": peak_mib()}
+
+
+WORKERS = {"limit": limit_row, "expert": expert_row, "farm": farm_row, "eval": evaluation_row}
+
+
+def run_worker(name: str, args: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", name, json.dumps(args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def prepare(root: Path, frames: int, size: int, videos: int) -> str:
+    from s2d_ray.data import PrepareConfig
+    from s2d_ray.data import prepare as build
+
+    out = root / f"embedded-{frames}x{size}"
+    build(
+        PrepareConfig(
+            dataset="embedded",
+            out=str(out),
+            frames=frames,
+            size=size,
+            max_videos_per_class=videos,
+            clips_per_video=4,
+        ),
+        progress=False,
+    )
+    return str(out)
+
+
+def distill_rows(data: str) -> dict[str, float]:
+    """DM and S2D-MTT seconds per iteration, from bench/distill_step.py's worker."""
+    from distill_step import fake_experts
+    from distill_step import run_worker as distill_worker
+
+    rows = {"dm": distill_worker(data, "dm", 1, {})["seconds"]}
+    with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
+        experts = fake_experts(data, str(Path(tmp) / "experts"))
+        extra = {"experts": experts, "unroll": "constant", "syn_steps": 10}
+        rows["s2d-mtt"] = distill_worker(data, "s2d-mtt", 1, extra)["seconds"]
+    return rows
+
+
+def table(spec: str, data: str, args) -> None:
+    frames, size = (int(v) for v in spec.split("x"))
+    clip = [frames, 3, size, size]
+    ref = REFERENCE.get(spec, {})
+    print(f"\n{spec}²: batch {args.batch}, micro-batches {args.micro}")
+    print("| row | micro | s per clip | x limit | peak MiB | vs reference |")
+    print("| --- | --- | --- | --- | --- | --- |")
+
+    def line(row, m, s, peak=None, versus="-"):
+        ratio = s / limit
+        peak = "-" if peak is None else f"{peak:.0f}"
+        print(f"| {row} | {m} | {s:.4f} | {ratio:.2f}x | {peak} | {versus} |", flush=True)
+
+    def vs(value, key):
+        if key not in ref:
+            return "-"
+        r = value / ref[key]
+        return f"{r:.2f}x {'PASS' if r <= 0.8 else 'MISS'} (ref {ref[key]})"
+
+    limits = {m: run_worker("limit", {"clip": clip, "clips": args.clips, "warm": 8, "micro": m})
+              for m in args.micro}  # fmt: skip
+    limit = min(r["s_per_clip"] for r in limits.values())
+    for m, r in limits.items():
+        line("limit: forward+backward+update", m, r["s_per_clip"], r["peak_mib"])
+    for m in args.micro:
+        r = run_worker("expert", {"data": data, "batch": args.batch, "micro": m})
+        line("expert training epoch (bare loop)", m, r["train_s_per_clip"], r["peak_mib"])
+        line("expert test evaluation", m, r["eval_s_per_clip"], None,
+             vs(r["eval_s_per_clip"] * 240, "eval240"))  # fmt: skip
+        line("expert epoch + evaluation (bare)", m, r["epoch_s_per_clip"], None,
+             vs(r["epoch_s_per_clip"], "epoch"))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
+        for m in args.micro:
+            out = str(Path(tmp) / f"store-{m}")
+            farm = {"data": data, "out": out, "epochs": args.farm_epochs, "batch": args.batch}
+            r = run_worker("farm", farm | {"micro": m})
+            line("expert epoch + evaluation (farm, steady)", m, r["steady_s_per_clip"], None,
+                 vs(r["steady_s_per_clip"], "epoch"))  # fmt: skip
+            line("expert epoch + evaluation (farm, wall)", m, r["wall_s_per_clip"], None,
+                 vs(r["wall_s_per_clip"], "epoch"))  # fmt: skip
+    for m in args.micro:
+        r = run_worker("eval", {"clip": clip, "epochs": args.eval_epochs, "micro": m})
+        line("evaluation epoch (ipc 1, 10 clips)", m, r["s_per_clip"], r["peak_mib"])
+    if args.distill:
+        for method, seconds in distill_rows(data).items():
+            print(f"| {method} iteration (s, not per clip) | - | {seconds:.2f} | - | - | - |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=["16x112"])
+    p.add_argument("--micro", nargs="+", default=["all", "64", "32", "16"])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--clips", type=int, default=200, help="clips of the limit row's batch")
+    p.add_argument("--farm-epochs", type=int, default=2)
+    p.add_argument("--eval-epochs", type=int, default=20)
+    p.add_argument("--no-distill", dest="distill", action="store_false")
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        name, payload = args.worker
+        print(json.dumps(WORKERS[name](json.loads(payload))))
+        return
+    print_calibration()
+    videos = 5  # 200 training clips (4 per video), 150 test clips (3 per video)
+    if args.smoke_test:
+        args.sizes, args.micro, args.clips, args.farm_epochs, args.eval_epochs = (
+            ["8x64"], ["all", "8"], 16, 1, 2,
+        )  # fmt: skip
+        videos = 1
+    with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
+        for spec in args.sizes:
+            frames, size = (int(v) for v in spec.split("x"))
+            table(spec, prepare(Path(tmp), frames, size, videos), args)
+
+
+if __name__ == "__main__":
+    main()

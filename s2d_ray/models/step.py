@@ -1,0 +1,82 @@
+"""The one training step of every loop in the product (expert training, evaluation of a single
+network or of stacked repeats, the methods' inner loops): forward, loss, backward and update,
+with precision and micro-batching decided here and nowhere else.
+
+Micro-batching splits a minibatch along its batch dimension and accumulates each part's
+gradient, weighting each part's mean loss by its share of the batch, so the update equals
+the whole batch's: exactly, up to float rounding, for these networks, which have no batch
+statistics (no BatchNorm). Dropout draws its masks part by part: the same distribution as
+one draw for the whole batch, other draws, and the same draws for the same seed and
+micro-batch size. The activations of one part are alive at a time, which on a CPU cuts the
+peak memory and the page-fault churn of allocating and freeing multi-GB activations.
+
+Input preparation (the per-batch standardisation of the reference) stays on the whole
+batch, before the step, so micro-batching never changes what a network sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from s2d_ray.models.precision import autocast_context
+
+Precision = Literal["fp32", "bf16"]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def parts(size: int, micro_batch: int | None) -> int:
+    """Clips per part: the whole batch when ``micro_batch`` is None or at least ``size``."""
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(f"micro_batch must be at least 1 (None: the whole batch): {micro_batch}")
+    return size if micro_batch is None else min(size, micro_batch)
+
+
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn = torch.nn.functional.cross_entropy,
+    *,
+    precision: Precision = "fp32",
+    micro_batch: int | None = None,
+    batch_dim: int = 0,
+) -> torch.Tensor:
+    """One update from the minibatch ``(x, y)``; returns its mean loss, detached.
+
+    ``forward`` maps inputs to logits (a module, or a vmapped call over stacked repeats with
+    ``batch_dim=1``); ``loss_fn(logits, targets)`` is a mean over its part. bf16 autocast
+    applies on CUDA only (``autocast_context``); the loss is computed in fp32.
+    """
+    size = x.shape[batch_dim]
+    step = parts(size, micro_batch)
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(x.split(step, batch_dim), y.split(step, batch_dim), strict=True):
+        with autocast_context(x.device, precision == "bf16"):
+            logits = forward(xs)
+        loss = loss_fn(logits.float(), ys) * (xs.shape[batch_dim] / size)
+        loss.backward()
+        total += loss.detach()
+    optimizer.step()
+    return total
+
+
+@torch.no_grad()
+def predict(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    precision: Precision = "fp32",
+    micro_batch: int | None = None,
+) -> torch.Tensor:
+    """Logits (fp32) for every clip of ``x``, computed ``micro_batch`` clips at a time."""
+    step = parts(x.shape[0], micro_batch)
+    out = []
+    for xs in x.split(step):
+        with autocast_context(x.device, precision == "bf16"):
+            out.append(forward(xs).float())
+    return torch.cat(out)
