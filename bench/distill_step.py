@@ -108,7 +108,7 @@ def run_worker(data: str, method: str, iterations: int, extra: dict, env=None) -
     return json.loads(out.strip().splitlines()[-1])
 
 
-def prepare(root: Path, frames: int, size: int, videos: int) -> str:
+def prepare(root: Path, frames: int, size: int, videos: int, clips_per_video: int = 4) -> str:
     from s2d_ray.data import PrepareConfig
     from s2d_ray.data import prepare as build
 
@@ -120,7 +120,7 @@ def prepare(root: Path, frames: int, size: int, videos: int) -> str:
             frames=frames,
             size=size,
             max_videos_per_class=videos,
-            clips_per_video=4,
+            clips_per_video=clips_per_video,
         ),
         progress=False,
     )

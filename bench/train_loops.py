@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from calibration import print_calibration
+from distill_step import prepare
 
 REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB
     "16x112": {"epoch": 0.532, "train": 0.384, "eval240": 29.7, "peak_gib": 8.64},
@@ -170,27 +171,6 @@ def run_worker(name: str, args: dict) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def prepare(root: Path, frames: int, size: int, videos: int) -> str:
-    """``videos`` per class, one clip each: an expert epoch trains 10 x ``videos`` clips in
-    one batch, as the reference's 200 (its test split is the embedded set's 10 x 10 x 3)."""
-    from s2d_ray.data import PrepareConfig
-    from s2d_ray.data import prepare as build
-
-    out = root / f"embedded-{frames}x{size}"
-    build(
-        PrepareConfig(
-            dataset="embedded",
-            out=str(out),
-            frames=frames,
-            size=size,
-            max_videos_per_class=videos,
-            clips_per_video=1,
-        ),
-        progress=False,
-    )
-    return str(out)
-
-
 def distill_rows(data: str) -> dict[str, float]:
     """DM and S2D-MTT seconds per iteration, from bench/distill_step.py's worker."""
     from distill_step import fake_experts
@@ -280,7 +260,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         for spec in args.sizes:
             frames, size = (int(v) for v in spec.split("x"))
-            table(spec, prepare(Path(tmp), frames, size, videos), args)
+            # one clip per video: an expert epoch trains 10 x videos clips in one batch,
+            # as the reference's 200 (the test split is the embedded set's 10 x 10 x 3)
+            table(spec, prepare(Path(tmp), frames, size, videos, clips_per_video=1), args)
 
 
 if __name__ == "__main__":

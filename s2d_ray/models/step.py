@@ -1,6 +1,8 @@
-"""The one training step of every loop in the product (expert training, evaluation of a single
-network or of stacked repeats, the methods' inner loops): forward, loss, backward and update,
-with precision and micro-batching decided here and nowhere else.
+"""The one training step of the product's training loops (expert training, the evaluation
+protocol on one network or on stacked repeats, the groups' frame network): forward, loss,
+backward and update, with precision and micro-batching decided here and nowhere else. The
+methods' differentiable unrolls on flat parameter vectors (MTT's student, FRePo's model pool)
+are not optimiser steps and keep their own update.
 
 Micro-batching splits a minibatch along its batch dimension and accumulates each part's
 gradient, weighting each part's mean loss by its share of the batch, so the update equals
@@ -27,7 +29,7 @@ Precision = Literal["fp32", "bf16"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def parts(size: int, micro_batch: int | None) -> int:
+def part_size(size: int, micro_batch: int | None) -> int:
     """Clips per part: the whole batch when ``micro_batch`` is None or at least ``size``."""
     if micro_batch is not None and micro_batch < 1:
         raise ValueError(f"micro_batch must be at least 1 (None: the whole batch): {micro_batch}")
@@ -52,7 +54,7 @@ def train_step(
     applies on CUDA only (``autocast_context``); the loss is computed in fp32.
     """
     size = x.shape[batch_dim]
-    step = parts(size, micro_batch)
+    step = part_size(size, micro_batch)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x.device)
     for xs, ys in zip(x.split(step, batch_dim), y.split(step, batch_dim), strict=True):
@@ -74,7 +76,7 @@ def predict(
     micro_batch: int | None = None,
 ) -> torch.Tensor:
     """Logits (fp32) for every clip of ``x``, computed ``micro_batch`` clips at a time."""
-    step = parts(x.shape[0], micro_batch)
+    step = part_size(x.shape[0], micro_batch)
     out = []
     for xs in x.split(step):
         with autocast_context(x.device, precision == "bf16"):

@@ -91,9 +91,13 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     workdir = tmp_path / "search"
     command = [BIN / "ray", "job", "submit", "--working-dir", str(ROOT), "--"]
     command += ["python", "jobs/tune_mtt.py", "--smoke-test", "--workdir", str(workdir)]
-    done = subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
-    )
+    for _ in range(12):  # the head's job agent registers a little after the server answers
+        done = subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
+        )
+        if "No available agent to submit job" not in done.stderr:
+            break
+        time.sleep(5)
     logs = done.stdout[-4000:] + done.stderr[-4000:]
     assert done.returncode == 0, logs
     assert "succeeded" in done.stdout, logs
