@@ -44,6 +44,12 @@ def token_cluster():
     process (``ray stop`` would also kill the session's ``ray_local`` instance)."""
     temp = tempfile.mkdtemp(prefix="s2dray-", dir="/tmp")  # short: Unix socket paths
     gcs, dashboard = free_port(), free_port()
+    # the session's ray_local instance holds the default agent ports: a second agent on them
+    # never registers ("No available agent to submit job")
+    agent = [f"--{name}={free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+        "object-manager-port")]  # fmt: skip
     env = os.environ | {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(16),
@@ -54,7 +60,7 @@ def token_cluster():
     head = subprocess.Popen(
         [BIN / "ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--num-gpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--temp-dir={temp}", "--disable-usage-stats", *agent],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard}"
