@@ -1,7 +1,8 @@
 """Every training loop against the machine's limit: ConvNet3D forward + backward per clip
 (the limit row), then expert training (bare loop and through the Ray Train farm), the
 experts' test evaluation, an evaluation epoch and a DM / MTT iteration, each per clip with
-its ratio to the limit row, and each expert row at several micro-batch sizes (models/step.py).
+its ratio to the limit row (DM and S2D-MTT in seconds per iteration, no ratio yet), each
+expert row at several micro-batch sizes (models/step.py).
 
     python bench/train_loops.py                    # 16x112², 200 training clips (~25 min)
     python bench/train_loops.py --sizes 8x64       # the small clips (~5 min)
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import torch
 from calibration import print_calibration
-from distill_step import prepare
+from distill_step import fake_experts, prepare
+from distill_step import run_worker as distill_worker
 
 REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB
     "16x112": {"epoch": 0.532, "train": 0.384, "eval240": 29.7, "peak_gib": 8.64},
@@ -173,9 +175,6 @@ def run_worker(name: str, args: dict) -> dict:
 
 def distill_rows(data: str) -> dict[str, float]:
     """DM and S2D-MTT seconds per iteration, from bench/distill_step.py's worker."""
-    from distill_step import fake_experts
-    from distill_step import run_worker as distill_worker
-
     rows = {"dm": distill_worker(data, "dm", 1, {})["seconds"]}
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         experts = fake_experts(data, str(Path(tmp) / "experts"))
@@ -212,6 +211,9 @@ def table(spec: str, data: str, args) -> None:
         r = run_worker("expert", {"data": data, "batch": args.batch, "micro": m})
         line("expert training epoch (bare loop)", m, r["train_s_per_clip"], r["peak_mib"],
              vs(r["train_s_per_clip"], ref.get("train")))  # fmt: skip
+        if "peak_gib" in ref:
+            print(f"|   peak RSS vs the reference's {ref['peak_gib']} GiB | {m} | - | - | "
+                  f"{r['peak_mib'] / 1024 / ref['peak_gib']:.2f}x | - |")  # fmt: skip
         epoch_ref = reference_epoch(spec, r["test_clips"])
         line("expert test evaluation (s per test clip)", m, r["eval_s_per_clip"], None,
              vs(r["eval_s_per_clip"] * 240, ref.get("eval240")))  # fmt: skip
