@@ -1,8 +1,10 @@
 """Every training loop against the machine's limit: ConvNet3D forward + backward per clip
 (the limit row), then expert training (bare loop and through the Ray Train farm), the
 experts' test evaluation, an evaluation epoch and a DM / MTT iteration, each per clip with
-its ratio to the limit row (DM and S2D-MTT in seconds per iteration, no ratio yet), each
-expert row at several micro-batch sizes (models/step.py).
+its ratio to the limit row (DM and S2D-MTT in seconds per iteration, no ratio yet). The
+limit row runs at several micro-batch sizes (--limit-micro; the fastest is the limit), the
+others at --micro (auto: the product's default, models/step.py), and the farm once more
+without its workers' environment (s2d_ray/cluster.py), which measures what that buys.
 
     python bench/train_loops.py                    # 16x112², 200 training clips (~25 min)
     python bench/train_loops.py --sizes 8x64       # the small clips (~5 min)
@@ -54,8 +56,8 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def micro(value) -> int | None:
-    return None if value in (None, "all", 0) else int(value)
+def micro(value) -> int | str | None:
+    return None if value in (None, "all", 0) else "auto" if value == "auto" else int(value)
 
 
 # -- the rows, each run by `--worker NAME JSON` in its own process ---------------------------
@@ -113,7 +115,9 @@ def expert_row(a: dict) -> dict:
 
 
 def farm_row(a: dict) -> dict:
-    """One expert, ``epochs`` epochs, through the Ray Train farm (1 worker with both CPUs)."""
+    """One expert, ``epochs`` epochs, through the Ray Train farm (1 worker with both CPUs);
+    ``bare_env``: without the workers' environment (s2d_ray/cluster.py), to measure it."""
+    from s2d_ray import cluster
     from s2d_ray.experts.farm import FarmConfig, run_farm
     from s2d_ray.experts.training import ExpertConfig
     from s2d_ray.methods import RealData
@@ -130,6 +134,8 @@ def farm_row(a: dict) -> dict:
             epochs=a["epochs"], batch_size=a["batch"], micro_batch=micro(a["micro"])
         ),
     )
+    if a.get("bare_env"):
+        cluster.WORKER_ENV_VARS.clear()
     started = time.perf_counter()
     summary = run_farm(config, TrackingConfig.disabled(), progress=False)
     wall = time.perf_counter() - started
@@ -203,7 +209,7 @@ def table(spec: str, data: str, args) -> None:
         return f"{r:.2f}x {'PASS' if r <= 0.8 else 'MISS'} (ref {reference:.4g})"
 
     limits = {m: run_worker("limit", {"clip": clip, "clips": args.clips, "warm": 8, "micro": m})
-              for m in args.micro}  # fmt: skip
+              for m in dict.fromkeys(args.limit_micro + args.micro)}  # fmt: skip
     limit = min(r["s_per_clip"] for r in limits.values())
     for m, r in limits.items():
         line("limit: forward+backward+update", m, r["s_per_clip"], r["peak_mib"])
@@ -228,6 +234,13 @@ def table(spec: str, data: str, args) -> None:
                  vs(r["steady_s_per_clip"], epoch_ref))  # fmt: skip
             line("expert epoch + evaluation (farm, wall)", m, r["wall_s_per_clip"], None,
                  vs(r["wall_s_per_clip"], epoch_ref))  # fmt: skip
+        if args.farm_ablation:
+            m = args.micro[0]
+            farm = {"data": data, "out": str(Path(tmp) / "store-bare-env"), "bare_env": True,
+                    "epochs": args.farm_epochs, "batch": args.batch, "micro": m}  # fmt: skip
+            r = run_worker("farm", farm)
+            line("  same, workers without MALLOC_ARENA_MAX=1", m, r["steady_s_per_clip"], None,
+                 vs(r["steady_s_per_clip"], epoch_ref))  # fmt: skip
     for m in args.micro:
         r = run_worker("eval", {"clip": clip, "epochs": args.eval_epochs, "micro": m})
         line("evaluation epoch (ipc 1, 10 clips)", m, r["s_per_clip"], r["peak_mib"])
@@ -239,10 +252,12 @@ def table(spec: str, data: str, args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["16x112"])
-    p.add_argument("--micro", nargs="+", default=["all", "64", "32", "16"])
+    p.add_argument("--micro", nargs="+", default=["auto", "all"], help="auto, all or clips")
+    p.add_argument("--limit-micro", nargs="+", default=["all", "128", "32", "8"])
+    p.add_argument("--no-farm-ablation", dest="farm_ablation", action="store_false")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--clips", type=int, default=200, help="clips of the limit row's batch")
-    p.add_argument("--farm-epochs", type=int, default=2)
+    p.add_argument("--farm-epochs", type=int, default=3)
     p.add_argument("--eval-epochs", type=int, default=20)
     p.add_argument("--no-distill", dest="distill", action="store_false")
     p.add_argument("--smoke-test", action="store_true")
@@ -255,9 +270,8 @@ def main() -> None:
     print_calibration()
     videos = 20  # 200 training clips per epoch; 300 test clips
     if args.smoke_test:
-        args.sizes, args.micro, args.clips, args.farm_epochs, args.eval_epochs = (
-            ["8x64"], ["all", "8"], 16, 1, 2,
-        )  # fmt: skip
+        args.sizes, args.micro, args.limit_micro = ["8x64"], ["auto", "8"], []
+        args.clips, args.farm_epochs, args.eval_epochs = 16, 1, 2
         videos = 1
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         for spec in args.sizes:

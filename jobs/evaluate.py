@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from s2d_ray.cli import MICRO_BATCH_HELP, micro_batch_arg
 from s2d_ray.data.registry import get_dataset
 from s2d_ray.data.stream import ArrowClipDataset
 from s2d_ray.evaluation import (
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="default 500, the set's own (FRePo: 1000), or 100")
     p.add_argument("--lr", type=float, help="default 0.01, or the set's own (MTT: syn_lr)")
     p.add_argument("--no-standardize", action="store_true", help="skip per-batch standard.")
-    p.add_argument("--micro-batch", type=int, help="clips per forward/backward (default: all)")
+    p.add_argument("--micro-batch", type=micro_batch_arg, default="auto", help=MICRO_BATCH_HELP)
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
     p.add_argument("--no-baseline", action="store_true", help="skip the random real baseline")
     p.add_argument("--device", default="auto")

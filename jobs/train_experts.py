@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from s2d_ray.cli import MICRO_BATCH_HELP, micro_batch_arg
 from s2d_ray.experts.farm import FarmConfig, run_farm
 from s2d_ray.experts.store import StoreMismatchError
 from s2d_ray.experts.training import ExpertConfig
@@ -38,11 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--expert-epochs", type=int, default=1)
     p.add_argument("--lr-teacher", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument(
-        "--micro-batch",
-        type=int,
-        help="clips per forward/backward, gradients accumulated (default: the whole batch)",
-    )
+    p.add_argument("--micro-batch", type=micro_batch_arg, default="auto", help=MICRO_BATCH_HELP)
     p.add_argument("--network", default="convnet3d")
     p.add_argument(
         "--flip",

@@ -14,6 +14,19 @@ from s2d_ray.tracking import TrackingConfig
 SMOKE_ITERATIONS, SMOKE_EVAL_EPOCHS = 2, 2
 
 
+MICRO_BATCH_HELP = "clips per forward/backward: auto (by clip size), all, or a number"
+
+
+def micro_batch_arg(value: str) -> int | str | None:
+    """``--micro-batch`` values: "auto", "all" (None: never split) or a clip count."""
+    if value in ("auto", "all"):
+        return None if value == "all" else value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, all or a number: {value!r}") from None
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="clip shards from prepare_data.py")
     p.add_argument("--out", required=True, help="output folder: the distilled set")
@@ -25,7 +38,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--eval-lr", type=float, help="evaluation lr (0.01; MTT: syn_lr; FRePo 1e-4)")
     p.add_argument("--eval-repeats", type=int, default=3, help="fresh networks per evaluation")
-    p.add_argument("--eval-micro-batch", type=int, help="clips per forward/backward (all)")
+    p.add_argument(
+        "--eval-micro-batch", type=micro_batch_arg, default="auto", help=MICRO_BATCH_HELP
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--storage-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0 ...")
@@ -41,7 +56,6 @@ def common_config(args: argparse.Namespace) -> dict:
 
     smoke = args.smoke_test
     given = {"epochs": SMOKE_EVAL_EPOCHS if smoke else args.eval_epochs, "lr": args.eval_lr}
-    given["micro_batch"] = args.eval_micro_batch
     return {
         "data": args.data,
         "out": args.out,
@@ -50,6 +64,7 @@ def common_config(args: argparse.Namespace) -> dict:
         "eval_every": args.eval_every,
         "eval": EvalConfig(  # only what was given: the rest may be the set's own settings
             repeats=1 if smoke else args.eval_repeats,
+            micro_batch=args.eval_micro_batch,
             seed=args.seed,
             **{k: v for k, v in given.items() if v is not None},
         ),

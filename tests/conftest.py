@@ -21,7 +21,9 @@ def ray_local():
     """One small local Ray instance shared by the tests that need Ray."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from s2d_ray.cluster import init_ray
+
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

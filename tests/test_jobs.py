@@ -108,8 +108,9 @@ def arid_shards(tmp_path_factory):
     return str(out)
 
 
-def distill_all(data: str, out, capsys) -> dict[str, str]:
-    """Every registered method through the jobs, smoke-sized; returns each one's printout."""
+def distill_all(data: str, out, capsys, methods=None, variants=True) -> dict[str, str]:
+    """Every registered method (or ``methods``) through the jobs, smoke-sized, and with
+    ``variants`` the options beyond the defaults; returns each one's printout."""
     from s2d_ray.methods import METHODS
 
     experts = train_experts(data, str(out / "experts"))
@@ -122,7 +123,7 @@ def distill_all(data: str, out, capsys) -> dict[str, str]:
         == 0
     )
     printed["static"] = capsys.readouterr().out
-    for method in sorted(METHODS):
+    for method in sorted(methods or METHODS):
         args = _common(method, data, out / method)
         if METHODS[method].needs_static:
             args += ["--static", static, "--spc", "1"]
@@ -130,7 +131,7 @@ def distill_all(data: str, out, capsys) -> dict[str, str]:
             args += ["--experts", experts]
         assert load_job("distill").main(args) == 0, method
         printed[method] = capsys.readouterr().out
-    for name, extra in VARIANTS.items():
+    for name, extra in VARIANTS.items() if variants else ():
         method = name.split(":")[0]
         args = [*_common(method, data, out / name.replace(":", "-")), *extra]
         if METHODS[method].needs_static:
@@ -189,8 +190,14 @@ def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp
 
 
 @pytest.mark.slow
-def test_every_method_runs_from_the_jobs_on_the_real_arid_clips(arid_shards, tmp_path, capsys):
-    printed = distill_all(arid_shards, tmp_path, capsys)
+def test_each_kind_of_method_runs_from_the_jobs_on_the_real_arid_clips(
+    arid_shards, tmp_path, capsys
+):
+    """Real clips (dark, odd sizes, several codecs) through experts, a static memory and one
+    method of each matching kind; every method's own paths run on the embedded set above."""
+    kinds = ["dm", "s2d-mtt", "frepo", "herding"]  # distribution, trajectory, kernel, coreset
+    printed = distill_all(arid_shards, tmp_path, capsys, methods=kinds, variants=False)
+    assert set(printed) == {"static", *kinds}
     assert all("stored" in text for text in printed.values())
 
 

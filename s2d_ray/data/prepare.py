@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from pydantic import Field, field_validator, model_validator
 
 from s2d_ray import __version__, files
+from s2d_ray.cluster import init_ray
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data import shards as sh
 from s2d_ray.data.index import DatasetIndex, Problem, VideoRecord
@@ -210,8 +211,7 @@ def run_ray(tasks: list[ShardTask]) -> Iterable[ShardResult]:
     """One Ray task per shard; results stream back as they finish, failures surface at once."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, configure_logging=False)
+    init_ray(log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=2)(build_shard)
     pending = [remote.remote(t) for t in tasks]
     try:

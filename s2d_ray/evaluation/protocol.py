@@ -31,7 +31,7 @@ from torch import nn
 from s2d_ray.config import StrictConfig
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
 from s2d_ray.models import create
-from s2d_ray.models.step import Precision, predict, train_step
+from s2d_ray.models.step import MicroBatch, Precision, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 from s2d_ray.synthetic.base import supervised_loss
 
@@ -49,8 +49,8 @@ class EvalConfig(StrictConfig):
     normalize: Literal["imagenet", "none"] = "imagenet"
     repeat_mode: Literal["auto", "sequential", "vmap"] = "auto"
     precision: Precision = "fp32"
-    micro_batch: int | None = Field(
-        default=None, ge=1, description="clips per forward/backward (models/step.py); None: all"
+    micro_batch: MicroBatch = Field(
+        default="auto", description="clips per forward/backward (models/step.py); None: all"
     )
     seed: int = 0
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field, field_validator
 
+from s2d_ray.cluster import init_ray, worker_runtime_env
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
@@ -193,8 +194,7 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
         if todo:
             # Before ray.init, so that the workers it starts inherit it: no duplicated prints.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-            if not ray.is_initialized():
-                ray.init(configure_logging=False)
+            init_ray()
             loop_config = {
                 "farm": config.model_dump(mode="json"),
                 "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
@@ -222,6 +222,7 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
                     name=f"farm-{run_key}",
                     storage_path=_train_storage(config),
                     failure_config=FailureConfig(max_failures=config.max_failures),
+                    worker_runtime_env=worker_runtime_env(),  # also when Ray was up before
                 ),
             )
             with _Progress(store, config, enabled=progress):

@@ -31,7 +31,7 @@ from s2d_ray.data.registry import get_dataset
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.models import create, flatten_params
-from s2d_ray.models.step import Precision, predict, train_step
+from s2d_ray.models.step import MicroBatch, Precision, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ class ExpertConfig(StrictConfig):
     normalize: Literal["imagenet", "none"] = "imagenet"
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
     precision: Precision = Field(default="fp32", description="bf16: autocast, on CUDA only")
-    micro_batch: int | None = Field(
-        default=None, ge=1, description="clips per forward/backward (models/step.py); None: all"
+    micro_batch: MicroBatch = Field(
+        default="auto", description="clips per forward/backward (models/step.py); None: all"
     )
     seed: int = 0
 
@@ -108,7 +108,7 @@ def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
         "seed_rule": SEED_RULE,
     }
     if config.micro_batch is not None:  # dropout draws its masks part by part
-        settings["micro_batch"] = config.micro_batch
+        settings["micro_batch"] = config.micro_batch  # (None: stores made before parts)
     return settings
 
 

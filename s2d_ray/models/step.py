@@ -12,6 +12,12 @@ one draw for the whole batch, other draws, and the same draws for the same seed 
 micro-batch size. The activations of one part are alive at a time, which on a CPU cuts the
 peak memory and the page-fault churn of allocating and freeing multi-GB activations.
 
+The default, ``"auto"``, splits on the CPU only, into parts of ``AUTO_PART_ELEMENTS`` input
+elements: 8 clips of 16x112² (49 of 8x64²). bench/train_loops.py measured a 256-clip step at
+16x112² 2.8x faster in parts of 8 clips than whole (0.089 against 0.249 s per clip, peak
+1.4 against 16 GiB), and at 8x64² 2.1x (parts of 8 to 128 clips within 10 % of each other).
+A GPU wants its whole batch; ``None`` never splits.
+
 Input preparation (the per-batch standardisation of the reference) stays on the whole
 batch, before the step, so micro-batching never changes what a network sees.
 """
@@ -19,21 +25,36 @@ batch, before the step, so micro-batching never changes what a network sees.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 
 from s2d_ray.models.precision import autocast_context
 
 Precision = Literal["fp32", "bf16"]
+MicroBatch = Annotated[int, Field(ge=1)] | Literal["auto"] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+AUTO_PART_ELEMENTS = 8 * 16 * 3 * 112 * 112
 
-def part_size(size: int, micro_batch: int | None) -> int:
-    """Clips per part: the whole batch when ``micro_batch`` is None or at least ``size``."""
-    if micro_batch is not None and micro_batch < 1:
-        raise ValueError(f"micro_batch must be at least 1 (None: the whole batch): {micro_batch}")
+
+def part_size(size: int, micro_batch: MicroBatch, clip_elements: int, *, cpu: bool = True) -> int:
+    """Clips per part of a batch of ``size`` clips of ``clip_elements`` input elements each:
+    the whole batch for None, at most ``micro_batch`` clips, or for "auto" as many clips as
+    ``AUTO_PART_ELEMENTS`` holds (at least one) on a CPU and the whole batch elsewhere."""
+    if micro_batch == "auto":
+        micro_batch = max(1, AUTO_PART_ELEMENTS // max(1, clip_elements)) if cpu else None
+    elif micro_batch is not None and (isinstance(micro_batch, str) or micro_batch < 1):
+        raise ValueError(
+            f"micro_batch must be 'auto', None (the whole batch) or at least 1: {micro_batch!r}"
+        )
     return size if micro_batch is None else min(size, micro_batch)
+
+
+def _part(x: torch.Tensor, micro_batch: MicroBatch, batch_dim: int = 0) -> int:
+    size = x.shape[batch_dim]
+    return part_size(size, micro_batch, x.numel() // max(1, size), cpu=x.device.type == "cpu")
 
 
 def train_step(
@@ -44,7 +65,7 @@ def train_step(
     loss_fn: LossFn = torch.nn.functional.cross_entropy,
     *,
     precision: Precision = "fp32",
-    micro_batch: int | None = None,
+    micro_batch: MicroBatch = "auto",
     batch_dim: int = 0,
 ) -> torch.Tensor:
     """One update from the minibatch ``(x, y)``; returns its mean loss, detached.
@@ -54,7 +75,7 @@ def train_step(
     applies on CUDA only (``autocast_context``); the loss is computed in fp32.
     """
     size = x.shape[batch_dim]
-    step = part_size(size, micro_batch)
+    step = _part(x, micro_batch, batch_dim)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x.device)
     for xs, ys in zip(x.split(step, batch_dim), y.split(step, batch_dim), strict=True):
@@ -73,10 +94,10 @@ def predict(
     x: torch.Tensor,
     *,
     precision: Precision = "fp32",
-    micro_batch: int | None = None,
+    micro_batch: MicroBatch = "auto",
 ) -> torch.Tensor:
-    """Logits (fp32) for every clip of ``x``, computed ``micro_batch`` clips at a time."""
-    step = part_size(x.shape[0], micro_batch)
+    """Logits (fp32) for every clip of ``x``, computed a part (``part_size``) at a time."""
+    step = _part(x, micro_batch)
     out = []
     for xs in x.split(step):
         with autocast_context(x.device, precision == "bf16"):

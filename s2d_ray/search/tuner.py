@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from s2d_ray.cluster import init_ray
 from s2d_ray.config import StrictConfig, absolute_uri
 from s2d_ray.data import ArrowClipDataset, get_dataset
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
@@ -313,12 +314,12 @@ def _sampler(space: SearchSpace):
 
     if space.searcher.type == "random":
         return optuna.samplers.RandomSampler(seed=space.seed)
-    return optuna.samplers.TPESampler(seed=space.seed)
+    startup = space.searcher.tpe_startup(space.budget.trials)
+    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=space.seed)
 
 
 def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
     """Inputs, the Tune experiment, the best trial judged with the full protocol and exported."""
-    import ray
 
     started = time.perf_counter()
     space = load_config_space(config)
@@ -353,8 +354,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             inputs = SearchInputs(
                 space, data, str(work), tracking, experts, statics, parent.run_id, config.device
             )
-            if not ray.is_initialized():
-                ray.init(configure_logging=False)
+            init_ray()
             storage = str(work / "tune")
             grid = build_tuner(inputs, storage, name).fit()
             _close_stopped_trials(tracker, parent.run_id)

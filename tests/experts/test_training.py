@@ -128,8 +128,8 @@ def test_a_store_never_mixes_experts_trained_with_other_settings(tmp_path, data)
         open_store(tmp_path / "s", shards, cfg(normalize="none"))
     with pytest.raises(StoreMismatchError, match=r"flip: stored False, asked True"):
         open_store(tmp_path / "s", shards, cfg(flip=True))
-    # micro-batches draw other dropout masks: another trajectory (the default adds no key,
-    # so stores made before micro-batching existed keep their identity)
+    # micro-batches draw other dropout masks: another trajectory (None adds no key, so
+    # stores made before micro-batching existed keep their identity with --micro-batch all)
     with pytest.raises(StoreMismatchError, match=r"micro_batch"):
         open_store(tmp_path / "s", shards, cfg(micro_batch=2))
     recorded = json.loads((tmp_path / "s" / "store.json").read_text())["settings"]
@@ -147,7 +147,8 @@ def test_a_store_never_mixes_experts_trained_with_other_settings(tmp_path, data)
         "batch_size": 4,
         "seed": 0,
     }.items() <= recorded.items()
-    assert "seed_rule" in recorded and "optimizer" in recorded and "micro_batch" not in recorded
+    assert "seed_rule" in recorded and "optimizer" in recorded and recorded["micro_batch"] == "auto"
+    assert "micro_batch" not in trajectory_settings(cfg(micro_batch=None), shards)
 
 
 def test_each_epoch_draws_one_clip_per_video_from_its_stored_clips(data):

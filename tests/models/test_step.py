@@ -4,17 +4,20 @@ same seed repeats the same draws, and bad settings are refused."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from s2d_ray.cli import micro_batch_arg
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.experts.training import ExpertConfig
-from s2d_ray.models import create
-from s2d_ray.models.step import predict, train_step
+from s2d_ray.models import create, step
+from s2d_ray.models.step import AUTO_PART_ELEMENTS, part_size, predict, train_step
 from s2d_ray.synthetic.base import supervised_loss
 
-CLIP = (8, 3, 64, 64)
+CLIP = (8, 3, 32, 32)  # small clips: a 256-clip batch in seconds
 
 
 def network(dropout: float = 0.0) -> torch.nn.Module:
@@ -103,11 +106,42 @@ def test_predict_in_parts_matches_one_forward():
     torch.testing.assert_close(predict(model, x, micro_batch=16), whole, rtol=1e-5, atol=1e-5)
 
 
+def test_auto_parts_hold_a_fixed_number_of_input_elements(monkeypatch):
+    big, small = 16 * 3 * 112 * 112, 8 * 3 * 64 * 64
+    assert part_size(256, "auto", big) == AUTO_PART_ELEMENTS // big == 8
+    assert part_size(256, "auto", big, cpu=False) == 256  # a GPU keeps its whole batch
+    assert part_size(256, "auto", small) == min(256, AUTO_PART_ELEMENTS // small)
+    assert part_size(5, "auto", big) == 5  # a batch smaller than a part stays whole
+    assert part_size(256, "auto", 10 * AUTO_PART_ELEMENTS) == 1  # at least one clip
+    assert part_size(256, None, big) == 256 and part_size(256, 48, big) == 48
+    # stacked repeats count the elements of every repeat: (R, B, ...) with batch_dim=1
+    monkeypatch.setattr(step, "AUTO_PART_ELEMENTS", 12)  # two clips of three repeats of 2
+    x, y = torch.zeros(3, 4, 2), torch.zeros(3, 4, dtype=torch.long)
+    seen = []
+    model = torch.nn.Linear(2, 2)
+    train_step(
+        lambda part: seen.append(part.shape[1]) or model(part),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        x,
+        y,
+        lambda logits, t: torch.nn.functional.cross_entropy(logits.flatten(0, 1), t.flatten()),
+        micro_batch="auto",
+        batch_dim=1,
+    )
+    assert seen == [2, 2]
+
+
 def test_bad_micro_batch_is_refused_everywhere():
     x, y = batch(4)
     optimizer = torch.optim.SGD(network().parameters(), lr=0.01)
-    with pytest.raises(ValueError, match="micro_batch must be at least 1"):
-        train_step(network(), optimizer, x, y, micro_batch=0)
+    for bad in (0, "half"):
+        with pytest.raises(ValueError, match="micro_batch must be 'auto', None .* or at least 1"):
+            train_step(network(), optimizer, x, y, micro_batch=bad)
     for config in (EvalConfig, ExpertConfig):
-        with pytest.raises(ValueError, match="micro_batch"):
-            config(micro_batch=0)
+        assert config().micro_batch == "auto" and config(micro_batch=None).micro_batch is None
+        for bad in (0, "half"):
+            with pytest.raises(ValueError, match="micro_batch"):
+                config(micro_batch=bad)
+    assert [micro_batch_arg(v) for v in ("auto", "all", "32")] == ["auto", None, 32]
+    with pytest.raises(argparse.ArgumentTypeError, match="expected auto, all or a number"):
+        micro_batch_arg("half")

@@ -6,6 +6,7 @@ exported set."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -61,7 +62,7 @@ def token_cluster():
         [BIN / "ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--num-gpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          f"--temp-dir={temp}", "--disable-usage-stats", *agent],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard}"
     try:
@@ -73,10 +74,10 @@ def token_cluster():
         yield env
     finally:
         head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # its raylet, GCS, agents, workers
+            os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -77,7 +77,7 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
         s = space(overrides=[f"searcher.type={kind}", f"seed={seed}"])
         study = optuna.create_study(sampler=_sampler(s), direction="maximize")
         points = []
-        for _ in range(12):  # past TPE's 10 random start-up trials
+        for _ in range(12):  # past TPE's random start-up trials
             trial = study.ask()
             x = trial.suggest_float("lr_dynamic", 10.0, 1e6, log=True)
             study.tell(trial, -abs(x - 1e4))
@@ -85,6 +85,10 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
         return points
 
     expected = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    tpe = _sampler(space(overrides=["budget.trials=12"]))
+    assert tpe._n_startup_trials == 3  # a quarter of the budget models the rest
+    assert _sampler(space(overrides=["budget.trials=100"]))._n_startup_trials == 10
+    assert _sampler(space(overrides=["searcher.startup_trials=5"]))._n_startup_trials == 5
     assert type(_sampler(space(overrides=[f"searcher.type={kind}"]))) is expected[kind]
     assert proposals(0) == proposals(0) != proposals(1)
     assert experiment_name(space()) != experiment_name(space(overrides=["searcher.type=random"]))
