@@ -1,10 +1,12 @@
-"""Every training loop against the machine's limit: ConvNet3D forward + backward per clip
-(the limit row), then expert training (bare loop and through the Ray Train farm), the
-experts' test evaluation, an evaluation epoch and a DM / MTT iteration, each per clip with
-its ratio to the limit row (DM and S2D-MTT in seconds per iteration, no ratio yet). The
-limit row runs at several micro-batch sizes (--limit-micro; the fastest is the limit), the
-others at --micro (auto: the product's default, models/step.py), and the farm once more
-without its workers' environment (s2d_ray/cluster.py), which measures what that buys.
+"""Every training loop against the machine's limit. The limit rows: ConvNet3D forward +
+backward + update per clip, and the forward alone, on random clips in memory, at several
+micro-batch sizes (--limit-micro; the fastest is the limit). Then expert training (bare
+loop, and through the Ray Train farm), the experts' test evaluation, an evaluation epoch and
+a DM / S2D-MTT iteration, at --micro (auto: the product's default, models/step.py), each
+with its ratio to its own floor: training clips to the limit, test clips to the forward
+alone, an epoch with its evaluation to both, a DM / MTT iteration to its network work alone
+on random tensors. The farm runs once more without its workers' environment
+(s2d_ray/cluster.py), which measures what that buys.
 
     python bench/train_loops.py                    # 16x112², 200 training clips (~25 min)
     python bench/train_loops.py --sizes 8x64       # the small clips (~5 min)
@@ -62,9 +64,10 @@ def micro(value) -> int | str | None:
 
 # -- the rows, each run by `--worker NAME JSON` in its own process ---------------------------
 def limit_row(a: dict) -> dict:
-    """Pure forward + backward + SGD update on random clips already in memory, no data path."""
+    """Pure forward + backward + SGD update on random clips already in memory, no data path;
+    and the forward alone (evaluation mode), the floor of the test evaluations."""
     from s2d_ray.models import create, resolve_device
-    from s2d_ray.models.step import train_step
+    from s2d_ray.models.step import predict, train_step
 
     resolve_device("cpu")
     t, c, h, w = a["clip"]
@@ -74,7 +77,13 @@ def limit_row(a: dict) -> dict:
     train_step(model, optimizer, x[: a["warm"]], y[: a["warm"]], micro_batch=micro(a["micro"]))
     started = time.perf_counter()
     train_step(model, optimizer, x, y, micro_batch=micro(a["micro"]))
-    return {"s_per_clip": (time.perf_counter() - started) / a["clips"], "peak_mib": peak_mib()}
+    trained = time.perf_counter()
+    predict(model.eval(), x, micro_batch=micro(a["micro"]))
+    return {
+        "s_per_clip": (trained - started) / a["clips"],
+        "forward_s_per_clip": (time.perf_counter() - trained) / a["clips"],
+        "peak_mib": peak_mib(),
+    }
 
 
 def expert_row(a: dict) -> dict:
@@ -166,7 +175,65 @@ def evaluation_row(a: dict) -> dict:
     return {"s_per_clip": seconds / len(labels), "peak_mib": peak_mib()}
 
 
-WORKERS = {"limit": limit_row, "expert": expert_row, "farm": farm_row, "eval": evaluation_row}
+def network_work_row(a: dict) -> dict:
+    """The network work alone of one DM or (S2D-)MTT iteration of ``distill_rows``, on random
+    tensors already in memory (10 classes, ipc 1): the floor their rows are compared with.
+    DM: the real clips' embeddings without a graph, in the method's chunks, then the
+    synthetic clips' forward and backward. MTT: the constant-memory unroll (syn_steps
+    student steps without a graph, then each step again with its graph and the
+    Hessian-vector product), at ``batch_syn`` clips per step."""
+    import torch.nn.functional as F
+
+    from s2d_ray.methods.dm import REAL_CHUNK
+    from s2d_ray.models import create, flatten_params, functional_forward, resolve_device
+
+    resolve_device("cpu")
+    t, c, h, w, classes = *a["clip"], 10
+    net = create("convnet3d", num_classes=classes, clip_shape=(t, c, h, w), seed=0)
+    syn = torch.randn(classes, t, c, h, w, requires_grad=True)
+    real = torch.randn(classes * a["batch_real"], t, c, h, w)
+    labels = torch.arange(classes)[: a["batch_syn"]]
+
+    def dm() -> None:
+        net.eval().requires_grad_(False)
+        with torch.no_grad():
+            for chunk in real.split(REAL_CHUNK):
+                net.embed(chunk)
+        net.embed(syn).square().sum().backward()
+
+    def student_grad(theta, x, create_graph):
+        loss = F.cross_entropy(functional_forward(net, theta, x[: a["batch_syn"]]), labels)
+        return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
+
+    def mtt(lr: float = 0.01) -> None:
+        net.train()
+        thetas = [flatten_params(net)]
+        for _ in range(a["syn_steps"]):
+            theta = thetas[-1].detach().requires_grad_(True)
+            thetas.append((theta - lr * student_grad(theta, syn.detach(), False)).detach())
+        v = torch.ones_like(thetas[0])  # the distance's gradient: any vector costs the same
+        for step in reversed(range(a["syn_steps"])):
+            theta = thetas[step].detach().requires_grad_(True)
+            dot = (student_grad(theta, syn, True) * v).sum()
+            h_v, _ = torch.autograd.grad(dot, [theta, syn])
+            v = v - lr * h_v
+
+    seconds = {}
+    for name, work in (("dm", dm), ("mtt", mtt)):
+        work()  # warm
+        started = time.perf_counter()
+        work()
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+WORKERS = {
+    "limit": limit_row,
+    "expert": expert_row,
+    "farm": farm_row,
+    "eval": evaluation_row,
+    "work": network_work_row,
+}
 
 
 def run_worker(name: str, args: dict) -> dict:
@@ -179,13 +246,19 @@ def run_worker(name: str, args: dict) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def distill_rows(data: str) -> dict[str, float]:
-    """DM and S2D-MTT seconds per iteration, from bench/distill_step.py's worker."""
-    rows = {"dm": distill_worker(data, "dm", 1, {})["seconds"]}
+DISTILL = {"batch_real": 64, "batch_syn": 10, "syn_steps": 10}  # bench/distill_step.py's
+
+
+def distill_rows(data: str, clip: list[int]) -> dict[str, tuple[float, float]]:
+    """DM and S2D-MTT seconds per iteration (bench/distill_step.py's worker), each with the
+    seconds of its network work alone (``network_work_row``)."""
+    work = run_worker("work", {"clip": clip, **DISTILL})
+    rows = {"dm": (distill_worker(data, "dm", 1, {})["seconds"], work["dm"])}
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         experts = fake_experts(data, str(Path(tmp) / "experts"))
-        extra = {"experts": experts, "unroll": "constant", "syn_steps": 10}
-        rows["s2d-mtt"] = distill_worker(data, "s2d-mtt", 1, extra)["seconds"]
+        extra = {"experts": experts, "unroll": "constant", "syn_steps": DISTILL["syn_steps"]}
+        mtt = distill_worker(data, "s2d-mtt", 1, extra)["seconds"]
+        rows["s2d-mtt"] = (mtt, work["mtt"])
     return rows
 
 
@@ -194,11 +267,11 @@ def table(spec: str, data: str, args) -> None:
     clip = [frames, 3, size, size]
     ref = REFERENCE.get(spec, {})
     print(f"\n{spec}²: batch {args.batch}, micro-batches {args.micro}")
-    print("| row | micro | s per clip | x limit | peak MiB | vs reference |")
+    print("| row | micro | s per clip | x its limit | peak MiB | vs reference |")
     print("| --- | --- | --- | --- | --- | --- |")
 
-    def line(row, m, s, peak=None, versus="-"):
-        ratio = s / limit
+    def line(row, m, s, peak=None, versus="-", floor=None):
+        ratio = s / (floor or limit)
         peak = "-" if peak is None else f"{peak:.0f}"
         print(f"| {row} | {m} | {s:.4f} | {ratio:.2f}x | {peak} | {versus} |", flush=True)
 
@@ -211,8 +284,11 @@ def table(spec: str, data: str, args) -> None:
     limits = {m: run_worker("limit", {"clip": clip, "clips": args.clips, "warm": 8, "micro": m})
               for m in dict.fromkeys(args.limit_micro + args.micro)}  # fmt: skip
     limit = min(r["s_per_clip"] for r in limits.values())
+    forward = min(r["forward_s_per_clip"] for r in limits.values())
     for m, r in limits.items():
         line("limit: forward+backward+update", m, r["s_per_clip"], r["peak_mib"])
+    for m, r in limits.items():
+        line("limit: forward only", m, r["forward_s_per_clip"], floor=forward)
     for m in args.micro:
         r = run_worker("expert", {"data": data, "batch": args.batch, "micro": m})
         line("expert training epoch (bare loop)", m, r["train_s_per_clip"], r["peak_mib"],
@@ -221,32 +297,35 @@ def table(spec: str, data: str, args) -> None:
             print(f"|   peak RSS vs the reference's {ref['peak_gib']} GiB | {m} | - | - | "
                   f"{r['peak_mib'] / 1024 / ref['peak_gib']:.2f}x | - |")  # fmt: skip
         epoch_ref = reference_epoch(spec, r["test_clips"])
+        # an epoch's floor: its training clips at the limit, its test clips' forward alone
+        epoch_floor = limit + forward * r["test_clips"] / r["clips"]
         line("expert test evaluation (s per test clip)", m, r["eval_s_per_clip"], None,
-             vs(r["eval_s_per_clip"] * 240, ref.get("eval240")))  # fmt: skip
+             vs(r["eval_s_per_clip"] * 240, ref.get("eval240")), forward)  # fmt: skip
         line("expert epoch + evaluation (bare)", m, r["epoch_s_per_clip"], None,
-             vs(r["epoch_s_per_clip"], epoch_ref))  # fmt: skip
+             vs(r["epoch_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         for m in args.micro:
             out = str(Path(tmp) / f"store-{m}")
             farm = {"data": data, "out": out, "epochs": args.farm_epochs, "batch": args.batch}
             r = run_worker("farm", farm | {"micro": m})
             line("expert epoch + evaluation (farm, steady)", m, r["steady_s_per_clip"], None,
-                 vs(r["steady_s_per_clip"], epoch_ref))  # fmt: skip
+                 vs(r["steady_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
             line("expert epoch + evaluation (farm, wall)", m, r["wall_s_per_clip"], None,
-                 vs(r["wall_s_per_clip"], epoch_ref))  # fmt: skip
+                 vs(r["wall_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
         if args.farm_ablation:
             m = args.micro[0]
             farm = {"data": data, "out": str(Path(tmp) / "store-bare-env"), "bare_env": True,
                     "epochs": args.farm_epochs, "batch": args.batch, "micro": m}  # fmt: skip
             r = run_worker("farm", farm)
             line("  same, workers without MALLOC_ARENA_MAX=1", m, r["steady_s_per_clip"], None,
-                 vs(r["steady_s_per_clip"], epoch_ref))  # fmt: skip
+                 vs(r["steady_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
     for m in args.micro:
         r = run_worker("eval", {"clip": clip, "epochs": args.eval_epochs, "micro": m})
         line("evaluation epoch (ipc 1, 10 clips)", m, r["s_per_clip"], r["peak_mib"])
     if args.distill:
-        for method, seconds in distill_rows(data).items():
-            print(f"| {method} iteration (s, not per clip) | - | {seconds:.2f} | - | - | - |")
+        for method, (seconds, floor) in distill_rows(data, clip).items():
+            print(f"| {method} iteration, s (its network work alone: {floor:.2f} s) | - "
+                  f"| {seconds:.2f} | {seconds / floor:.2f}x work | - | - |")  # fmt: skip
 
 
 def main() -> None:

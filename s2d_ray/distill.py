@@ -174,12 +174,22 @@ def run_distillation(
             digest=real.shards.fingerprint,
             source=config.data,
         )
+
+        def publish() -> dict:
+            """Save the set as it is now and log it with its previews: at the end, and
+            before each report to a search, whose scheduler may stop the trial at once."""
+            meta = _provenance(config, method_config, real, static_manifest, run.run_id)
+            meta["eval"] = method.eval_overrides()
+            manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
+            _log_previews(method.synthetic, real, run, config.eval.normalize)
+            for name in (MANIFEST, TENSORS):  # the set, not its checkpoint
+                run.log_artifact(files.join(config.out, name), "distilled")
+            return manifest
+
         losses = []
         if method.iterative:
-            losses = _iterate(config, method, key, start, run, on_evaluation)
-        meta = _provenance(config, method_config, real, static_manifest, run.run_id)
-        meta["eval"] = method.eval_overrides()
-        manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
+            losses = _iterate(config, method, key, start, run, on_evaluation, publish)
+        manifest = publish()
         summary = DistillSummary(
             config.out,
             config.method,
@@ -192,9 +202,6 @@ def run_distillation(
         )
         if config.final_eval:
             summary.rows = judge(config, method, real, manifest["bytes"], run)
-        _log_previews(method.synthetic, real, run, config.eval.normalize)
-        for name in (MANIFEST, TENSORS):  # the set, not its checkpoint
-            run.log_artifact(files.join(config.out, name), "distilled")
         summary.seconds = time.perf_counter() - started
         run.log_metrics({"seconds": summary.seconds, "stored_mib": manifest["bytes"] / MIB})
     return summary
@@ -207,9 +214,11 @@ def _iterate(
     start: int,
     run: RunHandle,
     on_evaluation: OnEvaluation | None = None,
+    publish: Callable[[], dict] | None = None,
 ) -> list[float]:
     """The optimisation loop: step, guard, checkpoint, evaluate now and then (the last
-    iteration too when no final evaluation follows: a search ranks trials by it)."""
+    iteration too when no final evaluation follows: a search ranks trials by it), and
+    ``publish`` the set before ``on_evaluation`` sees a result mid-run."""
     losses, pending = [], []
     for iteration in range(start, config.iterations):
         metrics = method.step(iteration)
@@ -247,6 +256,8 @@ def _iterate(
             evaluation = {"eval_top1": result.mean, "eval_top5": result.top5_mean}
             run.log_metrics(evaluation, step=done)
             if on_evaluation is not None:
+                if publish is not None and done < config.iterations:  # the end publishes
+                    publish()
                 mib = method.synthetic.storage_bytes(config.storage_dtype) / MIB
                 on_evaluation(done, {**metrics, **evaluation, "stored_mib": mib})
             print(

@@ -85,6 +85,8 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
     for child in children:
         assert "method.lr_dynamic" in child.data.params and "eval_top1" in child.data.metrics
         assert child.info.status in ("FINISHED", "KILLED")
+        distilled = {a.path for a in client.list_artifacts(child.info.run_id, "distilled")}
+        assert distilled == {"distilled/manifest.json", "distilled/tensors.safetensors"}
     assert parent.data.tags["s2d.best_trial"] in {c.data.tags["s2d.trial_id"] for c in children}
     assert "final_top1_mean" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
