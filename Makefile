@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 ## -> the best set judged beside random real clips and the full data -> MLflow
 quickstart: $(VENV)/.installed
 	$(PY) jobs/tune_mtt.py --space tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml \
-		--workdir $(WORKDIR) --num-experts 2 --static-iterations 30 --full-epochs 5
+		--workdir $(WORKDIR) --num-experts 2 --static-iterations 30 --full-epochs 10
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed

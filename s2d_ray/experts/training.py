@@ -107,8 +107,10 @@ def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
         "seed": config.seed,
         "seed_rule": SEED_RULE,
     }
-    if config.micro_batch is not None:  # dropout draws its masks part by part
-        settings["micro_batch"] = config.micro_batch  # (None: stores made before parts)
+    # dropout draws its masks part by part; None (whole batches) adds no key, so that stores
+    # made before micro-batching existed keep their identity
+    if config.micro_batch is not None:
+        settings["micro_batch"] = config.micro_batch
     return settings
 
 

@@ -15,7 +15,7 @@ peak memory and the page-fault churn of allocating and freeing multi-GB activati
 The default, ``"auto"``, splits on the CPU only, into parts of ``AUTO_PART_ELEMENTS`` input
 elements: 8 clips of 16x112² (49 of 8x64²). bench/train_loops.py measured a 256-clip step at
 16x112² 2.8x faster in parts of 8 clips than whole (0.089 against 0.249 s per clip, peak
-1.4 against 16 GiB), and at 8x64² 2.1x (parts of 8 to 128 clips within 10 % of each other).
+1.4 against 16 GiB), and at 8x64² 1.6-2.1x (parts of 8 to 128 clips).
 A GPU wants its whole batch; ``None`` never splits.
 
 Input preparation (the per-batch standardisation of the reference) stays on the whole
