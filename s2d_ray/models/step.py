@@ -13,9 +13,11 @@ micro-batch size. The activations of one part are alive at a time, which on a CP
 peak memory and the page-fault churn of allocating and freeing multi-GB activations.
 
 The default, ``"auto"``, splits on the CPU only, into parts of ``AUTO_PART_ELEMENTS`` input
-elements: 8 clips of 16x112² (49 of 8x64²). bench/train_loops.py measured a 256-clip step at
-16x112² 2.8x faster in parts of 8 clips than whole (0.089 against 0.249 s per clip, peak
-1.4 against 16 GiB), and at 8x64² 1.6-2.1x (parts of 8 to 128 clips).
+elements: 8 clips of 16x112² (49 of 8x64²). bench/train_loops.py measured a 200-clip step at
+16x112², after a whole warm-up step, 1.8x faster in parts of 8 clips than whole (0.095
+against 0.169 s per clip; peak 1.4 against 12.9 GiB; a first step, which also faults the
+whole batch's memory in, 2.5x); at 8x64² parts and whole batches train equally fast once
+warm (0.0195 against 0.0201 s per clip), parts in half the memory.
 A GPU wants its whole batch; ``None`` never splits.
 
 Input preparation (the per-batch standardisation of the reference) stays on the whole
