@@ -8,8 +8,8 @@ alone, an epoch with its evaluation to both, a DM / MTT iteration to its network
 on random tensors. The farm runs once more without its workers' environment
 (s2d_ray/cluster.py), which measures what that buys.
 
-    python bench/train_loops.py                    # 16x112², 200 training clips (~25 min)
-    python bench/train_loops.py --sizes 8x64       # the small clips (~5 min)
+    python bench/train_loops.py                    # 16x112², 200 training clips (~35 min)
+    python bench/train_loops.py --sizes 8x64       # the small clips (~10 min)
     python bench/train_loops.py --smoke-test       # every row, tiny (~1 min)
 
 Reference (quoted in issue 10; 2-core AMD EPYC, 110-140 GFLOP/s, 16x112², 200 clips, batch
@@ -37,6 +37,8 @@ from calibration import print_calibration
 from distill_step import fake_experts, prepare
 from distill_step import run_worker as distill_worker
 
+from s2d_ray.cli import micro_batch_arg
+
 REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB
     "16x112": {"epoch": 0.532, "train": 0.384, "eval240": 29.7, "peak_gib": 8.64},
     "8x64": {"epoch": 0.0937},
@@ -58,10 +60,6 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def micro(value) -> int | str | None:
-    return None if value in (None, "all", 0) else "auto" if value == "auto" else int(value)
-
-
 # -- the rows, each run by `--worker NAME JSON` in its own process ---------------------------
 def limit_row(a: dict) -> dict:
     """Pure forward + backward + SGD update on random clips already in memory, no data path;
@@ -74,11 +72,13 @@ def limit_row(a: dict) -> dict:
     model = create("convnet3d", num_classes=10, clip_shape=(t, c, h, w), seed=0).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(a["clips"], t, c, h, w), torch.randint(0, 10, (a["clips"],))
-    train_step(model, optimizer, x[: a["warm"]], y[: a["warm"]], micro_batch=micro(a["micro"]))
+    train_step(
+        model, optimizer, x[: a["warm"]], y[: a["warm"]], micro_batch=micro_batch_arg(a["micro"])
+    )
     started = time.perf_counter()
-    train_step(model, optimizer, x, y, micro_batch=micro(a["micro"]))
+    train_step(model, optimizer, x, y, micro_batch=micro_batch_arg(a["micro"]))
     trained = time.perf_counter()
-    predict(model.eval(), x, micro_batch=micro(a["micro"]))
+    predict(model.eval(), x, micro_batch=micro_batch_arg(a["micro"]))
     return {
         "s_per_clip": (trained - started) / a["clips"],
         "forward_s_per_clip": (time.perf_counter() - trained) / a["clips"],
@@ -102,7 +102,7 @@ def expert_row(a: dict) -> dict:
 
     device = resolve_device("cpu")
     real = RealData.open(a["data"], device)
-    config = ExpertConfig(batch_size=a["batch"], micro_batch=micro(a["micro"])).for_data(
+    config = ExpertConfig(batch_size=a["batch"], micro_batch=micro_batch_arg(a["micro"])).for_data(
         real.shards
     )
     model = build_network(trajectory_settings(config, real.shards), 0, device)
@@ -143,7 +143,7 @@ def farm_row(a: dict) -> dict:
         cpus_per_worker=2,
         max_failures=0,
         expert=ExpertConfig(
-            epochs=a["epochs"], batch_size=a["batch"], micro_batch=micro(a["micro"])
+            epochs=a["epochs"], batch_size=a["batch"], micro_batch=micro_batch_arg(a["micro"])
         ),
     )
     if a.get("bare_env"):
@@ -168,7 +168,7 @@ def evaluation_row(a: dict) -> dict:
     device = resolve_device("cpu")
     t, c, h, w = a["clip"]
     items, labels = torch.randn(10, t, c, h, w), torch.arange(10)
-    config = EvalConfig(epochs=a["epochs"], micro_batch=micro(a["micro"]))
+    config = EvalConfig(epochs=a["epochs"], micro_batch=micro_batch_arg(a["micro"]))
     model = create("convnet3d", num_classes=10, clip_shape=(t, c, h, w), seed=0)
     batches = tensor_batches(items, labels, config)
     train_network(model, batches, config.model_copy(update={"epochs": 1}), 0, device)  # warm
