@@ -11,8 +11,10 @@ table measures the searcher and the scheduler, not prior knowledge.
 Random search: ``--random-trials`` full-length trials from a seeded uniform sampler (FIFO).
 The order of i.i.d. draws is luck, so its curve is the exact expectation over orderings: after
 k trials, E[best of k of the N] = sum_i v_(i) C(i-1, k-1) / C(N, k) over the sorted pool.
-Its final best is the pool's best. TPE + ASHA: ``--tpe-trials`` trials per seed in
-``--tpe-seeds`` (not the pool's seed: Optuna's TPE starts with the same random points).
+Its final best is the pool's best. TPE + ASHA: ``--tpe-trials`` trials per searcher seed in
+``--tpe-seeds`` (not the pool's: Optuna's TPE starts with the same random points). Every trial
+of both keeps the seed ``--seed`` (its initialisations, batches and evaluation network), so the
+same point scores the same in both: the searches differ only in the points they chose.
 
 Compute is counted in distillation iterations (each trial's last reported iteration; a
 diverged trial counts the iterations up to its next evaluation) and, as a check, in
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from calibration import print_calibration
 
-from s2d_ray.search.spaces import Budget
+from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.search.trial import SearchInputs
 from s2d_ray.search.tuner import (
     SearchConfig,
@@ -46,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "tune_spaces" / "quickstart" / "embedded_ipc1_s2d-mtt.yaml"
 
 
-def run(args, label: str, overrides: list[str]) -> tuple[list[dict], Budget]:
+def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchSpace]:
     """One Tune experiment; every report of every trial, in the order they arrived."""
     import ray
 
@@ -74,7 +76,7 @@ def run(args, label: str, overrides: list[str]) -> tuple[list[dict], Budget]:
         for row in frame.to_dict("records"):
             reports.append(row | {"full": space.budget.iterations})
     reports.sort(key=lambda r: r["timestamp"])
-    return reports, space.budget
+    return reports, space
 
 
 def curve(reports: list[dict], eval_every: int) -> list[tuple[int, float, float]]:
@@ -114,22 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "work" / "bench-search"))
     p.add_argument("--random-trials", type=int, default=8)
     p.add_argument("--tpe-trials", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0, help="the random pool's sampler seed")
-    p.add_argument("--tpe-seeds", type=int, nargs="+", default=[1])
+    p.add_argument("--seed", type=int, default=0, help="every trial's seed; the pool's sampler's")
+    p.add_argument("--tpe-seeds", type=int, nargs="+", default=[1], help="TPE's sampler seeds")
     p.add_argument("--num-experts", type=int, default=2)
     p.add_argument("--static-iterations", type=int, default=30)
+    p.add_argument(
+        "--set",
+        dest="tpe_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a space override for the TPE + ASHA searches only (the pool stays comparable), "
+        "e.g. scheduler.reduction_factor=3",
+    )
     p.add_argument("--smoke-test", action="store_true")
     args = p.parse_args(argv)
     if args.smoke_test:
         args.random_trials, args.tpe_trials = 2, 2
     print_calibration()
 
-    reports, budget = run(
+    reports, pool_space = run(
         args,
         "random",
         [f"seed={args.seed}", "searcher.type=random", "scheduler.type=fifo",
          f"budget.trials={args.random_trials}"],
     )  # fmt: skip
+    budget = pool_space.budget
     full = budget.iterations
     finals = {}
     for r in reports:
@@ -142,19 +154,22 @@ def main(argv: list[str] | None = None) -> int:
         max(float(r.get("time_total_s", 0.0)) for r in reports if r["trial_id"] == t)
         for t in {r["trial_id"] for r in reports}
     )
-    tpe = {}
+    tpe, tpe_space = {}, pool_space
     for seed in args.tpe_seeds:
-        found, _ = run(
+        found, tpe_space = run(
             args,
             f"tpe-asha-{seed}",
-            [f"seed={seed}", "searcher.type=tpe", "scheduler.type=asha",
-             f"budget.trials={args.tpe_trials}"],
+            [f"seed={args.seed}", f"searcher.seed={seed}", "searcher.type=tpe",
+             "scheduler.type=asha", f"budget.trials={args.tpe_trials}", *args.tpe_set],
         )  # fmt: skip
         tpe[seed] = (curve(found, budget.eval_every), len({r["trial_id"] for r in found}))
 
     print(
         f"\nembedded S2D-MTT search, {full} iterations per full trial, evaluation every "
-        f"{budget.eval_every} ({budget.eval_epochs} epochs, one network)"
+        f"{budget.eval_every} ({budget.eval_epochs} epochs, one network); TPE with "
+        f"{tpe_space.searcher.tpe_startup(args.tpe_trials)} random start-up trials, ASHA with "
+        f"grace period {tpe_space.scheduler.grace_period} and reduction factor "
+        f"{tpe_space.scheduler.reduction_factor:g}"
     )
     print("| search | trials | compute (iterations) | trial-s | best top-1 % "
           "| compute to reach random's best | share of random's compute |")  # fmt: skip

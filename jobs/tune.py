@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
 def print_summary(summary, tracking: TrackingConfig) -> None:
     from s2d_ray.evaluation import format_table
 
+    phases = ", ".join(f"{phase} {s:.0f} s" for phase, s in summary.phases.items())
     print(
         f"\nsearch {summary.name}: {summary.trials} trials in {summary.seconds:.0f} s "
-        f"(Tune results: {summary.storage})"
+        f"({phases}; Tune results: {summary.storage})"
     )
     print(f"best trial {summary.best_trial}: {summary.best_point}")
     print(format_table(summary.rows))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ class SearchSummary:
     parent_run_id: str | None = None
     seconds: float = 0.0
     pareto: list = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: inputs, trials, judging
 
 
 def load_config_space(config: SearchConfig) -> SearchSpace:
@@ -298,6 +300,7 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
             scheduler=scheduler,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=budget.max_concurrent),
             num_samples=budget.trials,
+            reuse_actors=True,  # the next trial skips a process start and its imports
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -312,10 +315,15 @@ def _sampler(space: SearchSpace):
     """Seeded, so that the same space proposes the same points."""
     import optuna
 
+    seed = space.seed if space.searcher.seed is None else space.searcher.seed
     if space.searcher.type == "random":
-        return optuna.samplers.RandomSampler(seed=space.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = space.searcher.tpe_startup(space.budget.trials)
-    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=space.seed)
+    with warnings.catch_warnings():  # multivariate TPE is "experimental" since Optuna 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            n_startup_trials=startup, seed=seed, multivariate=space.searcher.multivariate
+        )
 
 
 def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
@@ -332,6 +340,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
         except OSError as exc:
             raise ValueError(f"the MLflow server {tracking.uri} does not answer ({exc})") from None
     data, experts, statics = ensure_inputs(config, space, tracking)
+    phases = {"inputs": time.perf_counter() - started}
     server = None
     if (
         space.budget.max_concurrent > 1
@@ -356,7 +365,9 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             )
             init_ray()
             storage = str(work / "tune")
+            trials_started = time.perf_counter()
             grid = build_tuner(inputs, storage, name).fit()
+            phases["trials"] = time.perf_counter() - trials_started
             _close_stopped_trials(tracker, parent.run_id)
             if grid.num_terminated + grid.num_errors < space.budget.trials:
                 raise SearchInterrupted(
@@ -367,7 +378,9 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             results = _trial_results(grid)
             best = best_trial(results, space)
             best_set = export_best(work / "trials" / best["trial_id"], work / "best")
+            judging_started = time.perf_counter()
             rows = judge_best(best_set, best["trial_id"], data, space, config, parent)
+            phases["judging"] = time.perf_counter() - judging_started
             parent.set_tags(
                 {"s2d.best_trial": best["trial_id"]}
                 | {f"s2d.best.{k}": v for k, v in best["config"].items()}
@@ -387,7 +400,11 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             if space.objective.pareto_bytes:
                 summary.pareto = pareto_front(results)
             summary.seconds = time.perf_counter() - started
-            parent.log_metrics({"seconds": summary.seconds, "trials": len(results)})
+            summary.phases = phases
+            parent.log_metrics(
+                {"seconds": summary.seconds, "trials": len(results)}
+                | {f"seconds_{phase}": s for phase, s in phases.items()}
+            )
             return summary
     finally:
         if server is not None:

@@ -313,7 +313,9 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         resume_key: str | None = None,
     ) -> Iterator[RunHandle]:
-        """Open a run; FINISHED on normal exit, FAILED on exception (re-raised).
+        """Open a run; FINISHED on normal exit, KILLED when told to stop (Ctrl-C, or
+        ``SystemExit``, how Ray Tune ends a trial its scheduler stops), FAILED on any other
+        exception (re-raised).
 
         With ``resume_key`` (e.g. ``"farm/<fingerprint>/expert-3"``) an existing run with that
         key is continued instead of duplicated, so re-runs and resumed jobs keep one run.
@@ -325,7 +327,7 @@ class Tracker:
         try:
             yield handle
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
             handle._terminate(status)
             raise
         handle._terminate("FINISHED")

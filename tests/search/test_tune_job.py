@@ -6,6 +6,7 @@ search without new runs."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
     assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
     printed = capsys.readouterr().out
     assert "search embedded_ipc1_s2d-mtt-" in printed and ": 2 trials in " in printed
+    assert re.search(r"\(inputs \d+ s, trials \d+ s, judging \d+ s;", printed)
     assert "| best s2d-mtt ipc 1 " in printed and "| random real ipc 1 " in printed
 
     found, client = runs(workdir)
@@ -89,6 +91,7 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
         assert distilled == {"distilled/manifest.json", "distilled/tensors.safetensors"}
     assert parent.data.tags["s2d.best_trial"] in {c.data.tags["s2d.trial_id"] for c in children}
     assert "final_top1_mean" in parent.data.metrics
+    assert {"seconds_inputs", "seconds_trials", "seconds_judging"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert artifacts == {"best/manifest.json", "best/tensors.safetensors"}
 

@@ -73,8 +73,8 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
     """Same space and seed, same points: a search (and bench/search.py) is reproducible."""
     import optuna
 
-    def proposals(seed):
-        s = space(overrides=[f"searcher.type={kind}", f"seed={seed}"])
+    def proposals(seed, key="seed"):
+        s = space(overrides=[f"searcher.type={kind}", f"{key}={seed}"])
         study = optuna.create_study(sampler=_sampler(s), direction="maximize")
         points = []
         for _ in range(12):  # past TPE's random start-up trials
@@ -89,8 +89,11 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
     assert tpe._n_startup_trials == 3  # a quarter of the budget models the rest
     assert _sampler(space(overrides=["budget.trials=100"]))._n_startup_trials == 10
     assert _sampler(space(overrides=["searcher.startup_trials=5"]))._n_startup_trials == 5
+    assert not tpe._multivariate
+    assert _sampler(space(overrides=["searcher.multivariate=true"]))._multivariate
     assert type(_sampler(space(overrides=[f"searcher.type={kind}"]))) is expected[kind]
     assert proposals(0) == proposals(0) != proposals(1)
+    assert proposals(1, "searcher.seed") == proposals(1) != proposals(0, "searcher.seed")
     assert experiment_name(space()) != experiment_name(space(overrides=["searcher.type=random"]))
 
 

@@ -237,6 +237,14 @@ def test_exception_marks_run_failed_and_propagates(config: TrackingConfig) -> No
     assert tracker.active  # the job's failure is not a tracking failure
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_a_stopped_run_ends_killed_not_failed(config: TrackingConfig, stop) -> None:
+    """Ctrl-C, or Tune ending a trial its scheduler stopped (SystemExit in the trial's thread)."""
+    with pytest.raises(stop), Tracker(config).start_run("stopped") as run:
+        raise stop()
+    assert MlflowClient(config.uri).get_run(run.run_id).info.status == "KILLED"
+
+
 def test_bad_values_fail_alone(config: TrackingConfig, tmp_path: Path) -> None:
     """A caller's bad value skips that one call; it is not a store failure."""
     tracker = Tracker(config)
