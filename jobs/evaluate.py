@@ -22,9 +22,9 @@ from s2d_ray.evaluation import (
     EvalConfig,
     ResultRow,
     class_groups,
-    evaluate_real,
     evaluate_set,
     format_table,
+    full_data_baseline,
     random_baseline,
     with_own_settings,
 )
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(ResultRow(f"random real ipc {ipc}", result, mib, groups))
     if args.full_data:
         flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = evaluate_real(real.train, test, config, flip=flip, device=device)
+        result = full_data_baseline(real, test, config, flip=flip)
         rows.append(ResultRow("full real data", result, None, groups))
     print(
         f"evaluation: {args.arch}, {config.epochs} epochs, {config.repeats} repeats, "

@@ -11,7 +11,12 @@ from s2d_ray.evaluation.protocol import (
     train_network,
     with_own_settings,
 )
-from s2d_ray.evaluation.report import ResultRow, format_table, random_baseline
+from s2d_ray.evaluation.report import (
+    ResultRow,
+    format_table,
+    full_data_baseline,
+    random_baseline,
+)
 
 __all__ = [
     "CROSS_ARCH_DEFAULTS",
@@ -22,6 +27,7 @@ __all__ = [
     "evaluate_real",
     "evaluate_set",
     "format_table",
+    "full_data_baseline",
     "random_baseline",
     "supervised_loss",
     "train_network",

@@ -1,5 +1,6 @@
 """Results as users read them: every accuracy beside its stored MiB, the static/dynamic group
-accuracies, and the same-size random real baseline (cached per dataset, ipc and protocol)."""
+accuracies, the same-size random real baseline and the full data (both cached per dataset
+and protocol)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from s2d_ray import files
 from s2d_ray.config import config_fingerprint
 from s2d_ray.data.stream import ArrowClipDataset
-from s2d_ray.evaluation.protocol import EvalConfig, EvalResult, evaluate_set
+from s2d_ray.evaluation.protocol import EvalConfig, EvalResult, evaluate_real, evaluate_set
 from s2d_ray.methods.real import RealData
 
 MIB = 2**20
@@ -17,17 +18,37 @@ MIB = 2**20
 def random_baseline(
     real: RealData, test: ArrowClipDataset, ipc: int, config: EvalConfig
 ) -> EvalResult:
-    """ipc random real videos per class, evaluated exactly like the set it sits beside;
-    cached next to the shards, keyed by the dataset fingerprint, ipc and protocol."""
+    """ipc random real videos per class, evaluated exactly like the set it sits beside."""
+
+    def run() -> EvalResult:
+        clips, labels = real.random_videos(ipc, config.seed)
+        return evaluate_set(clips, labels, test, config, device=real.device)
+
+    return _cached(real, f"random-ipc{ipc}", {"ipc": ipc}, config, run)
+
+
+def full_data_baseline(
+    real: RealData, test: ArrowClipDataset, config: EvalConfig, *, flip: bool
+) -> EvalResult:
+    """The protocol trained on every real training clip: the upper-bound row."""
+
+    def run() -> EvalResult:
+        return evaluate_real(real.train, test, config, flip=flip, device=real.device)
+
+    return _cached(real, "full", {"flip": flip}, config, run)
+
+
+def _cached(real: RealData, name: str, key: dict, config: EvalConfig, run) -> EvalResult:
+    """A baseline computed once per dataset and protocol, kept next to the shards: every
+    search and evaluation of the same data reads it instead of training it again."""
     key = config_fingerprint(
-        {"data": real.shards.fingerprint, "ipc": ipc, "eval": config.model_dump(mode="json")}
+        {"data": real.shards.fingerprint, **key, "eval": config.model_dump(mode="json")}
     )
-    cache = files.join(real.shards.root, "baselines", f"random-ipc{ipc}-{key}.json")
+    cache = files.join(real.shards.root, "baselines", f"{name}-{key}.json")
     fs = real.shards.fs
     if files.exists(fs, cache):
         return EvalResult.from_dict(files.read_json(fs, cache))
-    clips, labels = real.random_videos(ipc, config.seed)
-    result = evaluate_set(clips, labels, test, config, device=real.device)
+    result = run()
     fs.create_dir(files.join(real.shards.root, "baselines"), recursive=True)
     files.write_json(fs, cache, result.to_dict())
     return result

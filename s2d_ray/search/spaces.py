@@ -106,11 +106,6 @@ class Searcher(_Frozen):
         description="TPE's random trials before it models the results; default: a quarter of "
         "the budget, 2 to 10 (Optuna's own 10 would leave a 12-trial search random)",
     )
-    multivariate: bool = Field(
-        default=False,
-        description="TPE models the dimensions jointly (Optuna's multivariate TPE), not one by "
-        "one: lr_dynamic and lr_hal interact",
-    )
     seed: int | None = Field(
         default=None,
         description="the sampler's seed; default: the space's seed. Another searcher seed "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from s2d_ray.config import StrictConfig, absolute_uri
 from s2d_ray.data import ArrowClipDataset, get_dataset
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
 from s2d_ray.distill import judged_rows, log_rows
-from s2d_ray.evaluation import EvalConfig, ResultRow, evaluate_real
+from s2d_ray.evaluation import EvalConfig, ResultRow, full_data_baseline
 from s2d_ray.methods import METHODS, RealData
 from s2d_ray.models import resolve_device
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace, load_space
@@ -319,11 +318,9 @@ def _sampler(space: SearchSpace):
     if space.searcher.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = space.searcher.tpe_startup(space.budget.trials)
-    with warnings.catch_warnings():  # multivariate TPE is "experimental" since Optuna 2.2
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            n_startup_trials=startup, seed=seed, multivariate=space.searcher.multivariate
-        )
+    # Optuna 5 models the dimensions jointly (multivariate TPE) for one objective, as
+    # lr_dynamic and lr_hal want; independently for accuracy against MiB.
+    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
 
 
 def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
@@ -511,7 +508,7 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         test = ArrowClipDataset(real.shards, "test")
         full = eval_config.model_copy(update={"epochs": config.full_epochs, "repeats": 1})
         flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = evaluate_real(real.train, test, full, flip=flip, device=real.device)
+        result = full_data_baseline(real, test, full, flip=flip)
         rows.append(ResultRow("full real data", result, None, rows[0].groups))
     log_rows(rows, run)
     saved = {"trial_id": trial_id, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}

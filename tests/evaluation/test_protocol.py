@@ -73,6 +73,33 @@ def test_full_data_trains_on_one_jittered_clip_per_video(real, data):
     assert 0 <= result.mean <= 1
 
 
+def test_baselines_are_trained_once_per_dataset_and_protocol(real, data, monkeypatch):
+    """The random real and full-data rows are cached beside the shards, keyed by protocol."""
+    from s2d_ray.evaluation import full_data_baseline, random_baseline, report
+
+    test = data[0]
+    trained = []
+    for name in ("evaluate_set", "evaluate_real"):
+        original = getattr(report, name)
+        monkeypatch.setattr(
+            report, name, lambda *a, _f=original, _n=name, **k: trained.append(_n) or _f(*a, **k)
+        )
+    config = EvalConfig(epochs=1, repeats=1, seed=123)
+    first = [
+        random_baseline(real, test, 1, config),
+        full_data_baseline(real, test, config, flip=False),
+    ]
+    again = [
+        random_baseline(real, test, 1, config),
+        full_data_baseline(real, test, config, flip=False),
+    ]
+    assert trained == ["evaluate_set", "evaluate_real"]
+    assert [r.top1 for r in again] == [r.top1 for r in first]
+    full_data_baseline(real, test, config.model_copy(update={"epochs": 2}), flip=False)
+    random_baseline(real, test, 2, config)
+    assert trained[2:] == ["evaluate_real", "evaluate_set"]  # another protocol or ipc: trained
+
+
 def test_static_and_dynamic_groups_split_the_classes_and_are_cached(embedded_small):
     shards = ClipShards(embedded_small)
     groups = class_groups(shards, epochs=1, clips_per_class=4)

@@ -89,8 +89,8 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
     assert tpe._n_startup_trials == 3  # a quarter of the budget models the rest
     assert _sampler(space(overrides=["budget.trials=100"]))._n_startup_trials == 10
     assert _sampler(space(overrides=["searcher.startup_trials=5"]))._n_startup_trials == 5
-    assert not tpe._multivariate
-    assert _sampler(space(overrides=["searcher.multivariate=true"]))._multivariate
+    study = optuna.create_study(direction="maximize")
+    assert tpe._is_multivariate(study)  # Optuna 5's default: the dimensions modelled jointly
     assert type(_sampler(space(overrides=[f"searcher.type={kind}"]))) is expected[kind]
     assert proposals(0) == proposals(0) != proposals(1)
     assert proposals(1, "searcher.seed") == proposals(1) != proposals(0, "searcher.seed")
