@@ -1,7 +1,8 @@
 """Search benchmark: TPE + ASHA against random search with full-length trials.
 
-    python bench/search.py                      # the quickstart's S2D-MTT space (~25 min)
-    python bench/search.py --tpe-seeds 1 2 3    # TPE + ASHA from several seeds
+    python bench/search.py                      # the quickstart's S2D-MTT space (~20 min)
+    python bench/search.py --tpe-seeds 1 2 3    # TPE + ASHA from 3 searcher seeds (~35 min)
+    python bench/search.py --set scheduler.reduction_factor=3   # another TPE + ASHA setting
     python bench/search.py --smoke-test         # 2 + 2 tiny trials, every stage
 
 Both run the same space (tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml unless --space)
