@@ -13,6 +13,7 @@ command restores an interrupted experiment (``Tuner.restore``) and reports a fin
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -261,6 +262,9 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(run_trial, inputs=inputs), resources)
     path = f"{storage.rstrip('/')}/{name}"
+    # Every report carries the trial's checkpoint and Tune keeps one, so it snapshots its
+    # state at every report, as resuming needs; its warning about that would repeat each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if tune.Tuner.can_restore(path):
         print(f"search: resuming {path}", flush=True)
         return tune.Tuner.restore(

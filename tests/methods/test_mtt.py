@@ -40,7 +40,7 @@ def grads(method, unroll):
         loss.backward()
     else:
         loss = method._constant_memory_backward(0)
-    return float(loss), [p.grad.clone() for p in method.learnable()]
+    return float(loss.detach()), [p.grad.clone() for p in method.learnable()]
 
 
 @pytest.mark.parametrize("name", ["mtt", "s2d-mtt"])
