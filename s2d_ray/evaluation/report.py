@@ -38,11 +38,11 @@ def full_data_baseline(
     return _cached(real, "full", {"flip": flip}, config, run)
 
 
-def _cached(real: RealData, name: str, key: dict, config: EvalConfig, run) -> EvalResult:
+def _cached(real: RealData, name: str, extra: dict, config: EvalConfig, run) -> EvalResult:
     """A baseline computed once per dataset and protocol, kept next to the shards: every
     search and evaluation of the same data reads it instead of training it again."""
     key = config_fingerprint(
-        {"data": real.shards.fingerprint, **key, "eval": config.model_dump(mode="json")}
+        {"data": real.shards.fingerprint, **extra, "eval": config.model_dump(mode="json")}
     )
     cache = files.join(real.shards.root, "baselines", f"{name}-{key}.json")
     fs = real.shards.fs
