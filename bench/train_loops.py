@@ -6,7 +6,9 @@ a DM / S2D-MTT iteration, at --micro (auto: the product's default, models/step.p
 with its ratio to its own floor: training clips to the limit, test clips to the forward
 alone, an epoch with its evaluation to both, a DM / MTT iteration to its network work alone
 on random tensors. The farm runs once more without its workers' environment
-(s2d_ray/cluster.py), which measures what that buys.
+(s2d_ray/cluster.py), which measures what that buys. The farm's fixed costs (Ray's start,
+the Train run's own, the initial evaluation, the first epoch's warm-up) follow in a table of
+their own, in seconds and in steady epochs: a farm pays them once, not per clip.
 
     python bench/train_loops.py                    # 16x112², 200 training clips (~35 min)
     python bench/train_loops.py --sizes 8x64       # the small clips (~10 min)
@@ -128,7 +130,12 @@ def expert_row(a: dict) -> dict:
 
 def farm_row(a: dict) -> dict:
     """One expert, ``epochs`` epochs, through the Ray Train farm (1 worker with both CPUs);
-    ``bare_env``: without the workers' environment (s2d_ray/cluster.py), to measure it."""
+    ``bare_env``: without the workers' environment (s2d_ray/cluster.py), to measure it.
+
+    Steady: the epochs after the first, as the bare row (the first pays the worker
+    process's warm-up). The fixed costs of a farm, paid once whatever its epochs: Ray's
+    start, the Train run's own (controller, worker group, teardown: the farm's wall less
+    every epoch's seconds), the initial evaluation (epoch 0) and the first epoch's warm-up."""
     from s2d_ray import cluster
     from s2d_ray.experts.farm import FarmConfig, run_farm
     from s2d_ray.experts.training import ExpertConfig
@@ -149,13 +156,23 @@ def farm_row(a: dict) -> dict:
     if a.get("bare_env"):
         cluster.WORKER_ENV_VARS.clear()
     started = time.perf_counter()
+    cluster.init_ray()
+    ray_up = time.perf_counter()
     summary = run_farm(config, TrackingConfig.disabled(), progress=False)
-    wall = time.perf_counter() - started
+    done = time.perf_counter()
     clips = len(RealData.open(a["data"]).train.epoch_rows(0, 1))
-    steady = summary.experts[0].metrics["epoch_seconds"][1:]
+    seconds = summary.experts[0].metrics["epoch_seconds"]  # [0]: the initial evaluation
+    steady = sum(seconds[2:]) / len(seconds[2:]) if len(seconds) > 2 else seconds[1]
     return {
-        "steady_s_per_clip": sum(steady) / len(steady) / clips,
-        "wall_s_per_clip": wall / (a["epochs"] * clips),
+        "steady_s_per_clip": steady / clips,
+        "wall_s_per_clip": (done - started) / (a["epochs"] * clips),
+        "steady_epoch_s": steady,
+        "fixed_s": {
+            "Ray's start (ray.init)": ray_up - started,
+            "the Train run (controller, worker group, teardown)": done - ray_up - sum(seconds),
+            "the initial evaluation (epoch 0)": seconds[0],
+            "the first epoch's warm-up": seconds[1] - steady,
+        },
     }
 
 
@@ -308,6 +325,7 @@ def table(spec: str, data: str, args) -> None:
              vs(r["eval_s_per_clip"] * 240, ref.get("eval240")), forward)  # fmt: skip
         line("expert epoch + evaluation (bare)", m, r["epoch_s_per_clip"], None,
              vs(r["epoch_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
+    fixed = {}
     with tempfile.TemporaryDirectory(prefix="s2d-bench-loops-") as tmp:
         for m in args.micro:
             out = str(Path(tmp) / f"store-{m}")
@@ -315,8 +333,10 @@ def table(spec: str, data: str, args) -> None:
             r = run_worker("farm", farm | {"micro": m})
             line("expert epoch + evaluation (farm, steady)", m, r["steady_s_per_clip"], None,
                  vs(r["steady_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
-            line("expert epoch + evaluation (farm, wall)", m, r["wall_s_per_clip"], None,
-                 vs(r["wall_s_per_clip"], epoch_ref), epoch_floor)  # fmt: skip
+            line(f"expert epoch + evaluation (farm, wall of {args.farm_epochs} epochs)", m,
+                 r["wall_s_per_clip"], None, vs(r["wall_s_per_clip"], epoch_ref),
+                 epoch_floor)  # fmt: skip
+            fixed[m] = r
         if args.farm_ablation:
             m = args.micro[0]
             farm = {"data": data, "out": str(Path(tmp) / "store-bare-env"), "bare_env": True,
@@ -331,6 +351,12 @@ def table(spec: str, data: str, args) -> None:
         for method, (seconds, floor) in distill_rows(data, clip).items():
             print(f"| {method} iteration, s (its network work alone: {floor:.2f} s) | - "
                   f"| {seconds:.2f} | {seconds / floor:.2f}x work | - | - |")  # fmt: skip
+    print(f"\n{spec}²: the farm's fixed costs, paid once per farm whatever its epochs")
+    print("| cost | micro | s | in steady epochs |")
+    print("| --- | --- | --- | --- |")
+    for m, r in fixed.items():
+        for what, seconds in [*r["fixed_s"].items(), ("all", sum(r["fixed_s"].values()))]:
+            print(f"| {what} | {m} | {seconds:.1f} | {seconds / r['steady_epoch_s']:.2f} |")
 
 
 def main() -> None:

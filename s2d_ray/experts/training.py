@@ -220,7 +220,10 @@ def train_expert(
     )
     model = build_network(store.settings, seed, device)
     if writer.next_epoch == 0:
-        metrics = evaluate(model, test, config, device) | {"train_loss": math.nan}
+        started = time.perf_counter()
+        metrics = evaluate(model, test, config, device)
+        # epoch 0 trains nothing: its seconds are those of the initial evaluation
+        metrics |= {"train_loss": math.nan, "epoch_seconds": time.perf_counter() - started}
         writer.write_snapshot(0, flatten_params(model).cpu(), metrics)
         if on_epoch:
             on_epoch(expert_id, 0, metrics)

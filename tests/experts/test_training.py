@@ -61,6 +61,7 @@ def test_snapshots_are_distinct_copies_from_init_to_last_epoch(tmp_path, data):
     assert torch.equal(snaps[0], flatten_params(init))
     assert len(info.metrics["test_acc"]) == 4 and len(info.metrics["train_loss"]) == 4
     assert all(0 <= a <= 1 for a in info.metrics["test_acc"])
+    assert all(s > 0 for s in info.metrics["epoch_seconds"])  # epoch 0: its evaluation
 
 
 def test_experts_differ_by_id_and_reproduce_by_seed(tmp_path, data):
