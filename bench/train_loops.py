@@ -40,6 +40,7 @@ from distill_step import fake_experts, prepare
 from distill_step import run_worker as distill_worker
 
 from s2d_ray.cli import micro_batch_arg
+from s2d_ray.experts.training import ExpertConfig
 
 REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB
     "16x112": {"epoch": 0.532, "train": 0.384, "eval240": 29.7, "peak_gib": 8.64},
@@ -138,7 +139,6 @@ def farm_row(a: dict) -> dict:
     every epoch's seconds), the initial evaluation (epoch 0) and the first epoch's warm-up."""
     from s2d_ray import cluster
     from s2d_ray.experts.farm import FarmConfig, run_farm
-    from s2d_ray.experts.training import ExpertConfig
     from s2d_ray.methods import RealData
     from s2d_ray.tracking import TrackingConfig
 
@@ -167,6 +167,7 @@ def farm_row(a: dict) -> dict:
         "steady_s_per_clip": steady / clips,
         "wall_s_per_clip": (done - started) / (a["epochs"] * clips),
         "steady_epoch_s": steady,
+        "clips": clips,
         "fixed_s": {
             "Ray's start (ray.init)": ray_up - started,
             "the Train run (controller, worker group, teardown)": done - ray_up - sum(seconds),
@@ -357,6 +358,12 @@ def table(spec: str, data: str, args) -> None:
     for m, r in fixed.items():
         for what, seconds in [*r["fixed_s"].items(), ("all", sum(r["fixed_s"].values()))]:
             print(f"| {what} | {m} | {seconds:.1f} | {seconds / r['steady_epoch_s']:.2f} |")
+    epochs = ExpertConfig().num_epochs
+    for m, r in fixed.items():  # derived from the rows above, not timed on its own
+        per_clip = r["steady_s_per_clip"] + sum(r["fixed_s"].values()) / (epochs * r["clips"])
+        print(f"a default expert ({epochs} epochs) alone through the farm, every fixed cost "
+              f"included ({m}): {per_clip:.4f} s per clip-epoch, {per_clip / epoch_floor:.2f}x "
+              f"its floor, {vs(per_clip, epoch_ref)}")  # fmt: skip
 
 
 def main() -> None:
