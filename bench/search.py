@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -188,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| TPE + ASHA (seed {seed}) | {trials} | {compute} | {secs:.0f} | {100 * best:.1f} "
             f"| {to_reach} | {share} |"
         )
+    shares = sorted(
+        hit[0] / total if (hit := reached(points, target)) else math.inf
+        for points, _ in tpe.values()
+    )
+    median = statistics.median(shares)
+    print(
+        f"target, random's best within 50% of its compute: {sum(x <= 0.5 for x in shares)} of "
+        f"{len(shares)} searcher seeds; median share "
+        f"{'not reached' if median == math.inf else f'{median:.0%}'}: "
+        f"{'PASS' if median <= 0.5 else 'MISS'}"
+    )
     print("\nbest complete trial so far, by share of random search's compute:")
     print(
         "| compute | random (expected) | " + " | ".join(f"TPE + ASHA seed {s}" for s in tpe) + " |"
