@@ -21,8 +21,9 @@ Compute is counted in distillation iterations (each trial's last reported iterat
 diverged trial counts the iterations up to its next evaluation) and, as a check, in
 trial-seconds. "Best" is the best last evaluation of a trial that ran all its iterations:
 the set a search hands over. Target: TPE + ASHA reaches random search's final best within
-half of random search's compute. Evaluations are one network each (the search's signal),
-so differences of a few points are within their noise.
+half of random search's compute. Each evaluation trains ``--eval-repeats`` networks in both
+searches (budget.eval_repeats; one, the spaces' default, leaves differences of a few points
+within its noise).
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchSpace
 
     config = SearchConfig(
         space=args.space,
-        overrides=["paper=[]", "budget.max_concurrent=1", *overrides],
+        overrides=[
+            "paper=[]",
+            "budget.max_concurrent=1",
+            f"budget.eval_repeats={args.eval_repeats}",
+            *overrides,
+        ],
         workdir=args.workdir,
         num_experts=args.num_experts,
         static_iterations=args.static_iterations,
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpe-trials", type=int, default=12)
     p.add_argument("--seed", type=int, default=0, help="every trial's seed; the pool's sampler's")
     p.add_argument("--tpe-seeds", type=int, nargs="+", default=[1], help="TPE's sampler seeds")
+    p.add_argument(
+        "--eval-repeats", type=int, default=1, help="networks per evaluation, in both searches"
+    )
     p.add_argument("--num-experts", type=int, default=2)
     p.add_argument("--static-iterations", type=int, default=30)
     p.add_argument(
@@ -168,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\nembedded S2D-MTT search, {full} iterations per full trial, evaluation every "
-        f"{budget.eval_every} ({budget.eval_epochs} epochs, one network); TPE with "
-        f"{tpe_space.searcher.tpe_startup(args.tpe_trials)} random start-up trials, ASHA with "
+        f"{budget.eval_every} ({budget.eval_epochs} epochs, {budget.eval_repeats} network(s)); "
+        f"TPE with {tpe_space.searcher.tpe_startup(args.tpe_trials)} random start-up trials, "
+        f"ASHA with "
         f"grace period {tpe_space.scheduler.grace_period} and reduction factor "
         f"{tpe_space.scheduler.reduction_factor:g}"
     )

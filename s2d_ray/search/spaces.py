@@ -76,6 +76,12 @@ class Budget(_Frozen):
     iterations: int = Field(default=200, ge=1, description="distillation iterations per trial")
     eval_every: int = Field(default=50, ge=1, description="iterations between evaluations")
     eval_epochs: int = Field(default=100, ge=1, description="epochs of a periodic evaluation")
+    eval_repeats: int = Field(
+        default=1,
+        ge=1,
+        description="fresh networks a periodic evaluation averages: more give the scheduler "
+        "and the sampler a steadier signal, each at another network's training",
+    )
     final_epochs: int = Field(default=500, ge=1, description="epochs of the best's re-evaluation")
     final_repeats: int = Field(default=3, ge=1)
     max_concurrent: int = Field(default=1, ge=1)

@@ -45,7 +45,8 @@ class SearchInputs:
 
 def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> DistillConfig:
     """The distillation a trial runs: the space's method at ``point``, evaluated every
-    ``budget.eval_every`` iterations with one fresh network (the search's signal)."""
+    ``budget.eval_every`` iterations with ``budget.eval_repeats`` fresh networks (the
+    search's signal)."""
     space, budget = inputs.space, inputs.space.budget
     settings, spc = space.trial_settings(point)
     if inputs.experts and "experts" in METHODS[space.method].Config.model_fields:
@@ -60,6 +61,7 @@ def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> 
         eval_every=budget.eval_every,
         checkpoint_every=budget.eval_every,  # every report carries a fresh checkpoint
         eval=EvalConfig(epochs=budget.eval_epochs, repeats=1, seed=space.seed),
+        eval_repeats_during=budget.eval_repeats,
         final_eval=False,
         method_config=settings,
         seed=space.seed,
