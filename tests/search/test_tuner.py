@@ -61,8 +61,8 @@ def test_a_trial_distils_the_method_at_its_point(tmp_path):
     assert not config.final_eval and config.eval.epochs == s.budget.eval_epochs
     assert config.eval_repeats_during == 1  # one network per report unless the budget says
     steadier = space("embedded_ipc5_s2d-mtt", ["budget.eval_repeats=2"])
-    inputs = inputs.__class__(**{**inputs.__dict__, "space": steadier})
-    assert trial_config(inputs, {}, "t2").eval_repeats_during == 2
+    steadier_inputs = inputs.__class__(**{**inputs.__dict__, "space": steadier})
+    assert trial_config(steadier_inputs, {}, "t2").eval_repeats_during == 2
     with pytest.raises(ValueError, match="no static memory with spc 10"):
         trial_config(inputs.__class__(**{**inputs.__dict__, "statics": ((2, "/s"),)}), {}, "t")
 
