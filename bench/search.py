@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nembedded S2D-MTT search, {full} iterations per full trial, evaluation every "
         f"{budget.eval_every} ({budget.eval_epochs} epochs, {budget.eval_repeats} network(s)); "
         f"TPE with {tpe_space.searcher.tpe_startup(args.tpe_trials)} random start-up trials, "
-        f"ASHA with "
-        f"grace period {tpe_space.scheduler.grace_period} and reduction factor "
+        f"ASHA with grace period {tpe_space.scheduler.grace_period} and reduction factor "
         f"{tpe_space.scheduler.reduction_factor:g}"
     )
     print("| search | trials | compute (iterations) | trial-s | best top-1 % "
