@@ -42,6 +42,10 @@ class SearchInputs:
                 return path
         raise ValueError(f"no static memory with spc {spc} was built for this search")
 
+    def trial_out(self, trial_id: str) -> Path:
+        """Where a trial writes its distilled set and checkpoints."""
+        return Path(self.workdir) / "trials" / trial_id
+
 
 def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> DistillConfig:
     """The distillation a trial runs: the space's method at ``point``, evaluated every
@@ -54,7 +58,7 @@ def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> 
     return DistillConfig(
         method=space.method,
         data=inputs.data,
-        out=str(Path(inputs.workdir) / "trials" / trial_id),
+        out=str(inputs.trial_out(trial_id)),
         ipc=space.ipc,
         static=inputs.static_for(spc),
         iterations=budget.iterations,

@@ -378,7 +378,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 )
             results = _trial_results(grid)
             best = best_trial(results, space)
-            best_set = export_best(work / "trials" / best["trial_id"], work / "best")
+            best_set = export_best(inputs.trial_out(best["trial_id"]), work / "best")
             judging_started = time.perf_counter()
             rows = judge_best(best_set, best["trial_id"], data, space, config, parent)
             phases["judging"] = time.perf_counter() - judging_started

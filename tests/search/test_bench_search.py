@@ -1,0 +1,72 @@
+"""bench/search.py's accounting: the random search's exact expectation, each search's pick
+and the compute it took, on hand-made reports (the benchmark's verdict rests on these)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))  # its sibling module `calibration`
+    try:
+        spec = importlib.util.spec_from_file_location("bench_search", BENCH / "search.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def report(trial, iteration, top1, seconds, diverged=False):
+    return {
+        "trial_id": trial,
+        "iteration": iteration,
+        "eval_top1": top1,
+        "time_total_s": seconds,
+        "full": 20,
+        "diverged": diverged,
+    }
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_expected_pick_is_the_mean_over_every_draw(bench, k):
+    pool = [(0.30, 0.45), (0.36, 0.49), (0.22, 0.42), (0.35, 0.45), (0.15, 0.23)]
+    brute = statistics.mean(max(draw)[1] for draw in itertools.combinations(pool, k))
+    assert bench.expected_pick(pool, k) == pytest.approx(brute)
+    assert bench.expected_pick(pool, len(pool)) == pytest.approx(0.49)  # all: the top score's
+
+
+def test_curve_counts_compute_and_follows_the_pick(bench):
+    reports = [
+        report("b", 5, 0.30, 10.0),
+        report("b", 20, 0.34, 40.0),  # complete: the pick
+        report("a", 5, 0.10, 8.0),  # stopped at its first rung
+        report("c", 5, 0.31, 9.0),
+        report("c", math.nan, math.nan, 12.0, diverged=True),  # counted up to its next eval
+        report("d", 20, 0.34, 41.0),  # ties the pick with a higher id: not taken
+        report("a2", 20, 0.34, 39.0),  # ties with a lower id: taken, as the search would
+    ]
+    points = bench.curve(reports, eval_every=5)
+    assert [p[0] for p in points] == [5, 20, 25, 30, 35, 55, 75]
+    assert points[-1][1] == pytest.approx(40 + 8 + 12 + 41 + 39)
+    assert [p[3] for p in points] == [None, "b", "b", "b", "b", "b", "a2"]
+    assert bench.reached(points, 0.34) == (20, 40.0)
+    assert bench.reached(points, 0.35) is None
+    judged = {"b": 0.40, "a2": 0.47}
+    assert bench.reached(points, 0.45, lambda best, pick: judged[pick]) == (75, 140.0)
+
+
+def test_rank_correlation(bench):
+    assert bench.rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+    assert bench.rank_correlation([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)
+    assert bench.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
