@@ -2,6 +2,7 @@
 
     python bench/search.py                      # the quickstart's S2D-MTT space (~20 min)
     python bench/search.py --tpe-seeds 1 2 3    # TPE + ASHA from 3 searcher seeds (~35 min)
+    python bench/search.py --random-seeds 0 1 2 # random search's expectation over 24 draws
     python bench/search.py --set scheduler.reduction_factor=3   # another TPE + ASHA setting
     python bench/search.py --both-set budget.eval_epochs=60     # another problem, both searches
     python bench/search.py --judge              # also judge the sets handed over (~1 min each)
@@ -11,21 +12,25 @@ Both run the same space (tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml unles
 on the same inputs (built once in --workdir). Neither gets the paper's point first: the
 table measures the searcher and the scheduler, not prior knowledge.
 
-Random search: ``--random-trials`` full-length trials from a seeded uniform sampler (FIFO).
-The order of i.i.d. draws is luck, so its curve is the exact expectation over orderings: after
-k trials, E[best of k of the N] = sum_i v_(i) C(i-1, k-1) / C(N, k) over the sorted pool.
-Its final best is the pool's best. TPE + ASHA: ``--tpe-trials`` trials per searcher seed in
-``--tpe-seeds`` (not the pool's: Optuna's TPE starts with the same random points). Every trial
-of both keeps the seed ``--seed`` (its initialisations, batches and evaluation network), so the
-same point scores the same in both: the searches differ only in the points they chose.
+Random search: ``--random-trials`` full-length trials from a seeded uniform sampler (FIFO),
+once per sampler seed in ``--random-seeds``. Their complete trials pool into N i.i.d. draws
+from the space, so a random search's curve is the exact expectation over which draws it gets
+and in what order: after k trials, E[best of k] = sum_i v_(i) C(i-1, k-1) / C(N, k) over the
+pool sorted. Its final best, the target, is that expectation at k = ``--random-trials``. With
+one seed (N = k) it is a single search's best, one draw of a quantity that varies from seed
+to seed by more than the searches differ (each seed's own best is printed too). TPE + ASHA:
+``--tpe-trials`` trials per searcher seed in ``--tpe-seeds``, judged by the median over them.
+Every trial of both keeps the seed ``--seed`` (its initialisations, batches and evaluation
+network), so the same point scores the same in both: the searches differ only in the points
+they chose.
 
 Compute is counted in distillation iterations (each trial's last reported iteration; a
 diverged trial counts the iterations up to its next evaluation) and, as a check, in
 trial-seconds. "Best" is the best last evaluation of a trial that ran all its iterations:
-the set a search hands over. Target: TPE + ASHA reaches random search's final best within
-half of random search's compute. Each evaluation trains ``--eval-repeats`` networks in both
-searches (budget.eval_repeats; one, the spaces' default, leaves differences of a few points
-within its noise).
+the set a search hands over. Target: TPE + ASHA reaches random search's expected final
+best within half of random search's compute. Each evaluation trains ``--eval-repeats``
+networks in both searches (budget.eval_repeats; one, the spaces' default, leaves differences
+of a few points within its noise).
 
 A search picks by its periodic evaluation (budget.eval_epochs), a cheaper proxy of what its
 user gets. ``--judge`` measures that gap: it re-evaluates with the final protocol
@@ -43,6 +48,7 @@ import json
 import math
 import statistics
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from calibration import print_calibration
@@ -160,7 +166,7 @@ def judge(inputs: SearchInputs, trials: set[str]) -> dict[str, float]:
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rho (ties share their mean rank)."""
+    """Spearman's rho (ties share their mean rank); NaN when either side is constant."""
 
     def ranks(values):
         order = sorted(range(len(values)), key=values.__getitem__)
@@ -175,16 +181,27 @@ def rank_correlation(xs: list[float], ys: list[float]) -> float:
             i = j + 1
         return out
 
-    return statistics.correlation(ranks(xs), ranks(ys))
+    try:
+        return statistics.correlation(ranks(xs), ranks(ys))
+    except statistics.StatisticsError:
+        return math.nan
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--space", default=str(QUICKSTART))
     p.add_argument("--workdir", default=str(ROOT / "work" / "bench-search"))
-    p.add_argument("--random-trials", type=int, default=8)
+    p.add_argument("--random-trials", type=int, default=8, help="full trials per random search")
+    p.add_argument(
+        "--random-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the random searches' sampler seeds (default: --seed); their trials pool into the "
+        "expectation of a random search's curve",
+    )
     p.add_argument("--tpe-trials", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0, help="every trial's seed; the pool's sampler's")
+    p.add_argument("--seed", type=int, default=0, help="every trial's seed")
     p.add_argument("--tpe-seeds", type=int, nargs="+", default=[1], help="TPE's sampler seeds")
     p.add_argument(
         "--eval-repeats", type=int, default=1, help="networks per evaluation, in both searches"
@@ -217,26 +234,38 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke_test:
         args.random_trials, args.tpe_trials = 2, 2
+    random_seeds = args.random_seeds or [args.seed]
     print_calibration()
 
-    reports, pool_inputs = run(
-        args,
-        "random",
-        [f"seed={args.seed}", "searcher.type=random", "scheduler.type=fifo",
-         f"budget.trials={args.random_trials}"],
-    )  # fmt: skip
-    budget = pool_inputs.space.budget
-    full = budget.iterations
-    finals = {}
-    for r in reports:
-        if r.get("iteration") == full and not r.get("diverged"):
-            finals[r["trial_id"]] = float(r["eval_top1"])
-    total = full * args.random_trials
-    random_pick = max(sorted(finals), key=finals.get)  # ties: the lower trial id
-    target = finals[random_pick]
-    random_s = sum(
-        max(float(r.get("time_total_s", 0.0)) for r in reports if r["trial_id"] == t)
-        for t in {r["trial_id"] for r in reports}
+    finals, seconds, pools = {}, [], {}
+    for seed in random_seeds:
+        # The space's seed is the sampler's default: leaving it unset keeps that search's name.
+        sampler = [f"searcher.seed={seed}"] if seed != args.seed else []
+        reports, pool_inputs = run(
+            args,
+            "random",
+            [f"seed={args.seed}", "searcher.type=random", "scheduler.type=fifo",
+             f"budget.trials={args.random_trials}", *sampler],
+        )  # fmt: skip
+        budget = pool_inputs.space.budget
+        full = budget.iterations
+        mine = {
+            r["trial_id"]: float(r["eval_top1"])
+            for r in reports
+            if r.get("iteration") == full and not r.get("diverged")
+        }
+        finals |= mine
+        pools[seed] = mine
+        seconds += [
+            max(float(r.get("time_total_s", 0.0)) for r in reports if r["trial_id"] == t)
+            for t in {r["trial_id"] for r in reports}
+        ]
+    random = RandomSearch(
+        args.random_trials,
+        [(v, v) for v in finals.values()],
+        full * args.random_trials,
+        statistics.mean(seconds) * args.random_trials,
+        {seed: max(mine.values()) for seed, mine in pools.items()},
     )
     tpe, tpe_space = {}, pool_inputs.space
     for seed in args.tpe_seeds:
@@ -257,9 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{tpe_space.scheduler.reduction_factor:g}"
     )
     by_score = {seed: (points, lambda best, pick: best) for seed, (points, _) in tpe.items()}
-    pool = [(v, v) for v in finals.values()]
-    print_target(by_score, tpe, target, total, random_s, "best top-1 %", len(finals), args.seed)
-    print_shares(by_score, pool, total)
+    print_target(by_score, tpe, random, "best top-1 %")
+    print_shares(by_score, random)
     if args.judge:
         picks = {pick for points, _ in tpe.values() for *_, pick in points if pick}
         judged = judge(pool_inputs, set(finals) | picks)
@@ -274,55 +302,75 @@ def main(argv: list[str] | None = None) -> int:
         by_judged = {
             seed: (points, lambda best, pick: judged[pick]) for seed, (points, _) in tpe.items()
         }
-        judged_pool = [(finals[t], judged[t]) for t in finals]
-        print_target(
-            by_judged, tpe, judged[random_pick], total, random_s, "judged top-1 %",
-            len(finals), args.seed,
-        )  # fmt: skip
-        print_shares(by_judged, judged_pool, total)
+        own = {seed: judged[max(sorted(mine), key=mine.get)] for seed, mine in pools.items()}
+        judged_random = replace(random, pool=[(finals[t], judged[t]) for t in finals], own=own)
+        print_target(by_judged, tpe, judged_random, "judged top-1 %")
+        print_shares(by_judged, judged_random)
     return 0
 
 
-def print_target(searches, tpe, target, total, random_s, label, trials, seed) -> None:
+@dataclass(frozen=True)
+class RandomSearch:
+    """Random search with ``trials`` full trials, in expectation over its pooled draws."""
+
+    trials: int
+    pool: list[tuple[float, float]]  # (periodic score, value) of every complete pooled trial
+    compute: int  # iterations of one random search
+    seconds: float  # its expected trial-seconds
+    own: dict[int, float]  # each sampler seed's own search: its pick's value
+
+    def expected(self, trials: int | None = None) -> float:
+        return expected_pick(self.pool, trials or self.trials)
+
+
+def print_target(searches, tpe, random: RandomSearch, label: str) -> None:
     """The table against the target: each search's pick at the end, and when it got there."""
+    target = random.expected()
     print(f"| search | trials | compute (iterations) | trial-s | {label} "
           "| compute to reach random's | share of random's compute |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(
-        f"| random, full trials (seed {seed}) | {trials} | {total} | {random_s:.0f} "
-        f"| {100 * target:.1f} | {total} its (expected, all trials) | 100% |"
+        f"| random, full trials (expected over {len(random.pool)} pooled) | {random.trials} "
+        f"| {random.compute} | {random.seconds:.0f} | {100 * target:.1f} "
+        f"| {random.compute} its (all trials) | 100% |"
     )
+    for seed, value in random.own.items():
+        print(f"| random (sampler seed {seed}) | {random.trials} | {random.compute} | - "
+              f"| {100 * value:.1f} | - | - |")  # fmt: skip
     shares = []
     for searcher_seed, (points, value) in searches.items():
         compute, secs, best, pick = points[-1]
         hit = reached(points, target, value)
         to_reach = f"{hit[0]} its, {hit[1]:.0f} s" if hit else "not reached"
-        share = f"{hit[0] / total:.0%} ({hit[1] / random_s:.0%} of trial-s)" if hit else "-"
-        shares.append(hit[0] / total if hit else math.inf)
+        share = (
+            f"{hit[0] / random.compute:.0%} ({hit[1] / random.seconds:.0%} of trial-s)"
+            if hit
+            else "-"
+        )
+        shares.append(hit[0] / random.compute if hit else math.inf)
         print(
             f"| TPE + ASHA (seed {searcher_seed}) | {tpe[searcher_seed][1]} | {compute} "
             f"| {secs:.0f} | {100 * value(best, pick):.1f} | {to_reach} | {share} |"
         )
     median = statistics.median(shares)
     print(
-        f"target, random's {label} within 50% of its compute: {sum(x <= 0.5 for x in shares)} "
-        f"of {len(shares)} searcher seeds; median share "
+        f"target, random's expected {label} within 50% of its compute: "
+        f"{sum(x <= 0.5 for x in shares)} of {len(shares)} searcher seeds; median share "
         f"{'not reached' if median == math.inf else f'{median:.0%}'}: "
         f"{'PASS' if median <= 0.5 else 'MISS'}"
     )
 
 
-def print_shares(searches, pool: list[tuple[float, float]], total: int) -> None:
+def print_shares(searches, random: RandomSearch) -> None:
     """Each search's pick at a quarter, half, three quarters and all of random's compute."""
     print("\nthe pick so far, by share of random search's compute:")
     print("| compute | random (expected) | "
           + " | ".join(f"TPE + ASHA seed {s}" for s in searches) + " |")  # fmt: skip
     print("| --- | --- |" + " --- |" * len(searches))
     for share in (0.25, 0.5, 0.75, 1.0):
-        k = max(1, int(share * len(pool)))
-        row = [f"{share:.0%}", f"{100 * expected_pick(pool, k):.1f}"]
+        row = [f"{share:.0%}", f"{100 * random.expected(max(1, int(share * random.trials))):.1f}"]
         for points, value in searches.values():
-            within = [(b, t) for c, _, b, t in points if c <= share * total and t is not None]
+            within = [(b, t) for c, _, b, t in points if c <= share * random.compute and t]
             row.append(f"{100 * value(*within[-1]):.1f}" if within else "-")
         print("| " + " | ".join(row) + " |")
 

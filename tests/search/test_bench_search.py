@@ -70,3 +70,4 @@ def test_rank_correlation(bench):
     assert bench.rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
     assert bench.rank_correlation([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)
     assert bench.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(bench.rank_correlation([1, 2, 3], [0, 0, 0]))  # smoke runs score 0
