@@ -21,9 +21,11 @@ def bench():
     try:
         spec = importlib.util.spec_from_file_location("bench_search", BENCH / "search.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through it
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.modules.pop("bench_search", None)
         sys.path.remove(str(BENCH))
 
 
