@@ -19,7 +19,9 @@ and in what order: after k trials, E[best of k] = sum_i v_(i) C(i-1, k-1) / C(N,
 pool sorted. Its final best, the target, is that expectation at k = ``--random-trials``. With
 one seed (N = k) it is a single search's best, one draw of a quantity that varies from seed
 to seed by more than the searches differ (each seed's own best is printed too). TPE + ASHA:
-``--tpe-trials`` trials per searcher seed in ``--tpe-seeds``, judged by the median over them.
+``--tpe-trials`` trials per searcher seed in ``--tpe-seeds``, judged by the median over them
+(TPE's random start-up trials are the random sampler's first draws under the same seed: both
+are uniform draws, so a seed in both lists is fair, though not independent).
 Every trial of both keeps the seed ``--seed`` (its initialisations, batches and evaluation
 network), so the same point scores the same in both: the searches differ only in the points
 they chose.
