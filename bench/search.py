@@ -168,25 +168,12 @@ def judge(inputs: SearchInputs, trials: set[str]) -> dict[str, float]:
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float:
-    """Spearman's rho (ties share their mean rank); NaN when either side is constant."""
+    """Spearman's rho; NaN when either side is constant."""
+    import pandas as pd  # Ray Tune's own dependency (its results are DataFrames)
 
-    def ranks(values):
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    try:
-        return statistics.correlation(ranks(xs), ranks(ys))
-    except statistics.StatisticsError:
-        return math.nan
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return math.nan  # e.g. a smoke run, where every set scores 0
+    return float(pd.Series(xs).corr(pd.Series(ys), method="spearman"))
 
 
 def main(argv: list[str] | None = None) -> int:
