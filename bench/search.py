@@ -46,6 +46,7 @@ formula above with v the judged accuracy, in order of the periodic score).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -68,6 +69,7 @@ from s2d_ray.search.tuner import (
     load_config_space,
 )
 from s2d_ray.synthetic import load_set
+from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import TrackingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,22 +151,33 @@ def expected_pick(pool: list[tuple[float, float]], k: int) -> float:
 
 def judge(inputs: SearchInputs, trials: set[str]) -> dict[str, float]:
     """Mean top-1 of each trial's last set under the space's final protocol (what a search
-    hands its user), cached per trial in the workdir so that a re-run only reports."""
+    hands its user). Cached in the workdir by the set's content, so that a re-run only
+    reports and a set another experiment already made (the same point and seed, e.g. under
+    another evaluation length) is not judged twice."""
     budget, seed = inputs.space.budget, inputs.space.seed
     name = f"bench-judged-{budget.final_epochs}ep-{budget.final_repeats}nets-seed{seed}.json"
     cache = Path(inputs.workdir) / name
     scores = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = sorted(trials - scores.keys())
+    keys = {trial: set_digest(inputs.trial_out(trial)) for trial in trials}
+    todo = sorted(t for t in trials if keys[t] not in scores)
     if todo:
         real = RealData.open(inputs.data, resolve_device(inputs.device))
         protocol = EvalConfig(epochs=budget.final_epochs, repeats=budget.final_repeats, seed=seed)
     for n, trial in enumerate(todo, 1):
         synthetic, manifest = load_set(str(inputs.trial_out(trial)))
         config = with_own_settings(protocol, manifest.get("eval", {}))
-        scores[trial] = evaluate_items(synthetic, real, config).mean
+        scores[keys[trial]] = evaluate_items(synthetic, real, config).mean
         cache.write_text(json.dumps(scores))
-        print(f"judged {n}/{len(todo)}: trial {trial} {100 * scores[trial]:.1f}%", flush=True)
-    return {t: scores[t] for t in trials}
+        print(f"judged {n}/{len(todo)}: trial {trial} {100 * scores[keys[trial]]:.1f}%", flush=True)
+    return {t: scores[keys[t]] for t in trials}
+
+
+def set_digest(path: Path) -> str:
+    """SHA-256 of a saved set's tensors and its own evaluation settings: what judging reads."""
+    digest = hashlib.sha256((path / TENSORS).read_bytes())
+    own = json.loads((path / MANIFEST).read_text()).get("eval", {})
+    digest.update(json.dumps(own, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float:
@@ -266,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         tpe_space = tpe_inputs.space
         tpe[seed] = (curve(found, budget.eval_every), len({r["trial_id"] for r in found}))
+    trials = {seed: count for seed, (_, count) in tpe.items()}
 
     print(
         f"\nembedded S2D-MTT search, {full} iterations per full trial, evaluation every "
@@ -275,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{tpe_space.scheduler.reduction_factor:g}"
     )
     by_score = {seed: (points, lambda best, pick: best) for seed, (points, _) in tpe.items()}
-    print_target(by_score, tpe, random, "best top-1 %")
+    print_target(by_score, trials, random, "best top-1 %")
     print_shares(by_score, random)
     if args.judge:
         picks = {pick for points, _ in tpe.values() for *_, pick in points if pick}
@@ -293,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         own = {seed: judged[max(sorted(mine), key=mine.get)] for seed, mine in pools.items()}
         judged_random = replace(random, pool=[(finals[t], judged[t]) for t in finals], own=own)
-        print_target(by_judged, tpe, judged_random, "judged top-1 %")
+        print_target(by_judged, trials, judged_random, "judged top-1 %")
         print_shares(by_judged, judged_random)
     return 0
 
@@ -312,8 +326,9 @@ class RandomSearch:
         return expected_pick(self.pool, trials or self.trials)
 
 
-def print_target(searches, tpe, random: RandomSearch, label: str) -> None:
-    """The table against the target: each search's pick at the end, and when it got there."""
+def print_target(searches, trials: dict[int, int], random: RandomSearch, label: str) -> None:
+    """The table against the target: each search's pick at the end, and when it got there
+    (``trials``: how many trials each TPE + ASHA search started)."""
     target = random.expected()
     print(f"| search | trials | compute (iterations) | trial-s | {label} "
           "| compute to reach random's | share of random's compute |")  # fmt: skip
@@ -338,7 +353,7 @@ def print_target(searches, tpe, random: RandomSearch, label: str) -> None:
         )
         shares.append(hit[0] / random.compute if hit else math.inf)
         print(
-            f"| TPE + ASHA (seed {searcher_seed}) | {tpe[searcher_seed][1]} | {compute} "
+            f"| TPE + ASHA (seed {searcher_seed}) | {trials[searcher_seed]} | {compute} "
             f"| {secs:.0f} | {100 * value(best, pick):.1f} | {to_reach} | {share} |"
         )
     median = statistics.median(shares)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import math
 import statistics
 import sys
@@ -73,3 +74,18 @@ def test_rank_correlation(bench):
     assert bench.rank_correlation([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)
     assert bench.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert math.isnan(bench.rank_correlation([1, 2, 3], [0, 0, 0]))  # smoke runs score 0
+
+
+def test_judged_sets_are_keyed_by_what_judging_reads(bench, tmp_path):
+    def saved(name, tensors=b"\x00\x01", own_eval=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "tensors.safetensors").write_bytes(tensors)
+        manifest = {"trial": name} | ({"eval": own_eval} if own_eval is not None else {})
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        return bench.set_digest(folder)
+
+    same = saved("t1"), saved("t2")  # the same set from two experiments: judged once
+    assert same[0] == same[1]
+    assert saved("t3", tensors=b"\x00\x02") != same[0]
+    assert saved("t4", own_eval={"syn_lr": 0.01}) != same[0]
