@@ -39,6 +39,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/quality.py
 	$(PY) bench/search.py
 	$(PY) bench/train_loops.py
+	$(PY) bench/gpu_loops.py
 
 ## mlflow-ui: browse every run (searches, trials, distillations) on http://127.0.0.1:5000
 MLFLOW_DB ?= $(abspath $(WORKDIR))/mlflow.db

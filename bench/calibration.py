@@ -43,3 +43,36 @@ def calibration_line() -> str:
 
 def print_calibration() -> None:
     print(calibration_line(), flush=True)
+
+
+def gpu_matmul_tflops(dtype: torch.dtype, tf32: bool = False, n: int = 8192) -> float:
+    """Best-of n×n matmul throughput on the first GPU; fp32 in IEEE unless ``tf32``."""
+    matmul = torch.backends.cuda.matmul
+    saved, matmul.fp32_precision = matmul.fp32_precision, "tf32" if tf32 else "ieee"
+    try:
+        a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            torch.mm(a, b)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return 2 * n**3 / best / 1e12
+    finally:
+        matmul.fp32_precision = saved
+
+
+def print_gpu_calibration() -> None:
+    """The GPU's line: its name and 8192² matmul TFLOP/s in IEEE fp32, TF32 and bf16."""
+    props = torch.cuda.get_device_properties(0)
+    print(
+        f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+        f"{props.multi_processor_count} SMs; 8192² matmul TFLOP/s: "
+        f"fp32 {gpu_matmul_tflops(torch.float32):.0f}, "
+        f"tf32 {gpu_matmul_tflops(torch.float32, tf32=True):.0f}, "
+        f"bf16 {gpu_matmul_tflops(torch.bfloat16):.0f}",
+        flush=True,
+    )

@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="fp32 as the paper's experts; bf16 autocast applies on CUDA only",
+        choices=["fp32", "tf32", "bf16"],
+        default="tf32",
+        help="on CUDA: tf32 (as the reference's convolutions), fp32 (IEEE) or bf16 autocast",
     )
     p.add_argument(
         "--no-standardize",

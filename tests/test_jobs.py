@@ -54,7 +54,7 @@ def test_train_experts_flip_flag_overrides_the_dataset_default(flag, flip):
     args = load_job("train_experts").parse_args(
         ["--data", "d", "--out", "o", "--smoke-test", *flag]
     )
-    assert args.flip is flip and args.precision == "fp32"
+    assert args.flip is flip and args.precision == "tf32"
 
 
 def test_train_experts_rejects_a_folder_without_shards(tmp_path, capsys):

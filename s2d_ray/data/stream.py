@@ -172,13 +172,18 @@ class ArrowClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(self.clip_array(i).copy()), int(self.labels[i])
 
-    def batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather clips into one uint8 (B, T, H, W, 3) tensor, copying each clip once."""
+    def batch(
+        self, indices: Sequence[int] | torch.Tensor, *, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather clips into one uint8 (B, T, H, W, 3) tensor, copying each clip once.
+        ``pin_memory``: into page-locked memory, so that a ``non_blocking`` copy to a GPU
+        returns at once and the next batch is gathered while the GPU trains on this one."""
         idx = [int(i) for i in indices]
-        out = np.empty((len(idx), *self.clip_shape), dtype=np.uint8)
+        out = torch.empty((len(idx), *self.clip_shape), dtype=torch.uint8, pin_memory=pin_memory)
+        rows = out.numpy()
         for row, i in enumerate(idx):
-            out[row] = self.clip_array(i)
-        return torch.from_numpy(out), self.labels[idx]
+            rows[row] = self.clip_array(i)
+        return out, self.labels[idx]
 
 
 class ClassSampler:

@@ -11,8 +11,7 @@ The set is materialised once and kept on the device; an epoch only indexes it.
 
 Repeats run one after another (``sequential``) or as one stacked model under ``torch.func.vmap``
 (``vmap``): every repeat gets its own init, order and dropout either way. ``auto`` picks
-sequential on CPU, where it measured faster (``bench/evaluate.py``), and vmap on CUDA (not
-yet measured).
+sequential, except for IEEE fp32 on CUDA (``resolve_repeat_mode``).
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from torch import nn
 
 from s2d_ray.config import StrictConfig
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
-from s2d_ray.models import create
-from s2d_ray.models.step import MicroBatch, Precision, predict, train_step
+from s2d_ray.models import Precision, create
+from s2d_ray.models.step import MicroBatch, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 from s2d_ray.synthetic.base import supervised_loss
 
@@ -48,7 +47,7 @@ class EvalConfig(StrictConfig):
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
     normalize: Literal["imagenet", "none"] = "imagenet"
     repeat_mode: Literal["auto", "sequential", "vmap"] = "auto"
-    precision: Precision = "fp32"
+    precision: Precision = "tf32"
     micro_batch: MicroBatch = Field(
         default="auto", description="clips per forward/backward (models/step.py); None: all"
     )
@@ -111,12 +110,15 @@ class EvalResult:
 
 
 def resolve_repeat_mode(config: EvalConfig, device: torch.device) -> str:
-    """``auto``: sequential on CPU (vmap's grouped convolutions measured slower there, see
-    bench/evaluate.py), vmap on CUDA, where it is expected to fill the GPU better but is not
-    yet measured (no GPU so far): pass ``sequential`` or ``vmap`` to choose."""
+    """``auto``: vmap only for IEEE fp32 on CUDA, the one case where it measured faster.
+    vmap runs the repeats' convolutions as grouped ones: on a CPU these are slower
+    (bench/evaluate.py); on an H100 (bench/gpu_loops.py, 5 repeats, 16x112²) stacking took
+    0.74-0.79x the time of one repeat after another in IEEE fp32, but 2.7-3.1x in TF32 and
+    9-12x in bf16, whose grouped kernels get no tensor cores, and sequential TF32 is 2.5x
+    faster than stacked fp32 anyway."""
     if config.repeat_mode != "auto":
         return config.repeat_mode
-    return "vmap" if device.type == "cuda" else "sequential"
+    return "vmap" if device.type == "cuda" and config.precision == "fp32" else "sequential"
 
 
 def evaluate_set(
@@ -335,18 +337,21 @@ def test_network(
     model.eval()
     transform = ClipTransform(normalize=config.normalize, standardize=config.standardize)
     k = min(5, test.num_classes)
-    correct1 = torch.zeros(test.num_classes, dtype=torch.float64)
-    count = torch.zeros(test.num_classes, dtype=torch.float64)
-    correct5 = 0.0
+    correct1 = torch.zeros(test.num_classes, dtype=torch.float64, device=device)
+    count = torch.zeros(test.num_classes, dtype=torch.float64, device=device)
+    correct5 = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(test), config.eval_batch_size):
-        frames, y = test.batch(range(start, min(len(test), start + config.eval_batch_size)))
+        rows = range(start, min(len(test), start + config.eval_batch_size))
+        frames, y = test.batch(rows, pin_memory=device.type == "cuda")
+        y = y.to(device, non_blocking=True)
         x = transform(frames, device=device)
         logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
-        logits = logits.cpu()
         top = logits.topk(k, dim=1).indices
         hit1 = (top[:, 0] == y).double()
         correct1.index_add_(0, y, hit1)
         count.index_add_(0, y, torch.ones_like(hit1))
-        correct5 += float((top == y[:, None]).any(1).sum())
+        correct5 += (top == y[:, None]).any(1).sum()
+    # read once at the end: a read per batch would stop the GPU while the next is gathered
+    correct1, count = correct1.cpu(), count.cpu()
     per_class = (correct1 / count.clamp_min(1)).tolist()
-    return float(correct1.sum() / count.sum()), correct5 / float(count.sum()), per_class
+    return float(correct1.sum() / count.sum()), float(correct5) / float(count.sum()), per_class

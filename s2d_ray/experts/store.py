@@ -16,12 +16,14 @@ one bad file costs one snapshot, not the expert. The cost is more, smaller objec
 filesystem here minds at ~51 per expert.
 
 Identity: ``settings`` is a readable dict of everything that shapes a trajectory (network,
-clip shape, normalisation, standardisation, flip, clips per video, precision, lr_teacher,
-batch size, seed and seed rule; see ``experts.training.trajectory_settings``) plus the
-dataset fingerprint. Every open and every writer checks it and names the keys that differ,
-so a store never mixes experts trained two ways, and MTT reads it to preprocess its student's
-data the same way. How many epochs are stored is not identity: a store is extended by
-re-running the farm with more epochs.
+clip shape, normalisation, standardisation, flip, clips per video, lr_teacher, batch size,
+seed and seed rule; see ``experts.training.trajectory_settings``) plus the dataset
+fingerprint. Precision is not identity but a record per expert (its manifest): IEEE fp32 and
+TF32 trajectories differ by rounding (a 256-clip gradient by 1 %, bench/gpu_loops.py), far
+less than one expert's seed differs from the next. Every open and every writer checks the
+identity and names the keys that differ, so a store never mixes experts trained two ways,
+and MTT reads it to preprocess its student's data the same way. How many epochs are stored
+is not identity: a store is extended by re-running the farm with more epochs.
 
 Crash safety: every file is written under a temp name in its final directory and then moved
 into place, and the manifest is rewritten only AFTER the snapshot it lists is in place. The
@@ -87,6 +89,11 @@ def _expert_dir(expert_id: int) -> str:
 def _canonical(config: dict) -> dict:
     """JSON round trip, so tuples vs lists or key order never cause a false mismatch."""
     return json.loads(json.dumps(config, sort_keys=True))
+
+
+def _without_precision(settings: dict) -> dict:
+    """Stores made before precision was recorded per expert hold it in their identity."""
+    return {k: v for k, v in settings.items() if k != "precision"}
 
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
@@ -155,7 +162,7 @@ class TrajectoryStore:
         self._fs, self._root, self.uri = _resolve(uri, filesystem)
         # Only a real local filesystem can be memory-mapped; anything else is read as bytes.
         self._local = type(self._fs) is pafs.LocalFileSystem
-        self.settings = _canonical(settings)
+        self.settings = _without_precision(_canonical(settings))
         self.dataset_fingerprint = str(dataset_fingerprint)
         self._read_only = False
         self._complete: dict[int, dict] = {}  # complete manifests never change: cache them
@@ -193,7 +200,7 @@ class TrajectoryStore:
     def _check(self, recorded: dict, what: str) -> None:
         _check_format(recorded, what)
         stored = {
-            **recorded.get("settings", {}),
+            **_without_precision(recorded.get("settings", {})),
             "dataset_fingerprint": recorded.get("dataset_fingerprint"),
         }
         diff = differences(

@@ -1,11 +1,14 @@
 """Training one expert: the trajectory MTT matches (SPEC §4).
 
-SGD with ``lr_teacher`` (no momentum, no weight decay), batch 256, cross-entropy, fp32 (the
-reference's precision: bf16 changed a one-batch gradient of this network by 16 %, and MTT
-matches one-epoch displacements). The flat parameters are snapshotted at init and after every
-epoch into the trajectory store. By default only ``max_start_epoch - 1 + expert_epochs``
-epochs are trained: MTT draws t0 < max_start_epoch and reads snapshot t0 + expert_epochs, so
-it never reads a later one.
+SGD with ``lr_teacher`` (no momentum, no weight decay), batch 256, cross-entropy. On CUDA in
+TF32 by default, as the reference's PyTorch ran its convolutions: on an H100 at 16x112² a
+256-clip gradient came within 1 % of IEEE fp32's, 4x faster (bench/gpu_loops.py). bf16 was
+another 1.7x faster but moved that gradient by 5 %, and MTT matches one-epoch displacements:
+an option, not the default.
+
+The flat parameters are snapshotted at init and after every epoch into the trajectory store.
+By default only ``max_start_epoch - 1 + expert_epochs`` epochs are trained: MTT draws
+t0 < max_start_epoch and reads snapshot t0 + expert_epochs, so it never reads a later one.
 
 An epoch is one pass over the *videos*: each video contributes one of its stored train clips,
 drawn per epoch (the reference's temporal jitter), mirrored per clip where the dataset flips.
@@ -30,8 +33,8 @@ from s2d_ray.config import StrictConfig
 from s2d_ray.data.registry import get_dataset
 from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
-from s2d_ray.models import create, flatten_params
-from s2d_ray.models.step import MicroBatch, Precision, predict, train_step
+from s2d_ray.models import Precision, create, flatten_params
+from s2d_ray.models.step import MicroBatch, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,9 @@ class ExpertConfig(StrictConfig):
     flip: bool | None = Field(default=None, description="None: the dataset's default")
     normalize: Literal["imagenet", "none"] = "imagenet"
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
-    precision: Precision = Field(default="fp32", description="bf16: autocast, on CUDA only")
+    precision: Precision = Field(
+        default="tf32", description="CUDA only: fp32 (IEEE), tf32 or bf16 (models/precision.py)"
+    )
     micro_batch: MicroBatch = Field(
         default="auto", description="clips per forward/backward (models/step.py); None: all"
     )
@@ -100,7 +105,6 @@ def trajectory_settings(config: ExpertConfig, shards: ClipShards) -> dict:
         "standardize": config.standardize,
         "flip": config.flip,
         "clips_per_video": shards.train_clips_per_video,
-        "precision": config.precision,
         "optimizer": "sgd, no momentum, no weight decay, cross-entropy",
         "lr_teacher": config.lr_teacher,
         "batch_size": config.batch_size,
@@ -126,9 +130,9 @@ def build_network(settings: dict, seed: int, device: torch.device) -> nn.Module:
 
 
 def used_precision(requested: Precision, device: torch.device) -> Precision:
-    """bf16 autocast exists for CUDA here only; elsewhere training runs in fp32."""
-    if requested == "bf16" and device.type != "cuda":
-        log.warning("precision bf16 applies on CUDA only; training in fp32 on %s", device)
+    """TF32 and bf16 exist for CUDA here only; elsewhere training runs in IEEE fp32."""
+    if requested != "fp32" and device.type != "cuda":
+        log.warning("precision %s applies on CUDA only; training in fp32 on %s", requested, device)
         return "fp32"
     return requested
 
@@ -140,15 +144,17 @@ def evaluate(
     """Top-1 accuracy and mean loss over every clip of ``data`` (deterministic test clips)."""
     model.eval()
     transform = ClipTransform(normalize=config.normalize, standardize=config.standardize)
-    correct, loss_sum = 0, 0.0
+    correct, loss_sum = torch.zeros((), device=device), torch.zeros((), device=device)
     for start in range(0, len(data), config.eval_batch_size):
-        frames, labels = data.batch(range(start, min(len(data), start + config.eval_batch_size)))
-        labels = labels.to(device)
+        rows = range(start, min(len(data), start + config.eval_batch_size))
+        frames, labels = data.batch(rows, pin_memory=device.type == "cuda")
+        labels = labels.to(device, non_blocking=True)
         x = transform(frames, device=device)
         logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
-        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-    return {"test_acc": correct / len(data), "test_loss": loss_sum / len(data)}
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    # read once at the end: a read per batch would stop the GPU while the next is gathered
+    return {"test_acc": float(correct) / len(data), "test_loss": float(loss_sum) / len(data)}
 
 
 def train_epoch(
@@ -169,20 +175,22 @@ def train_epoch(
     transform = config.transform()
     rows = data.epoch_rows(clip_seed, epoch)
     order = rows[torch.randperm(len(rows), generator=generator)]
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=device)
     for start in range(0, len(order), config.batch_size):
-        frames, labels = data.batch(order[start : start + config.batch_size])
+        frames, labels = data.batch(
+            order[start : start + config.batch_size], pin_memory=device.type == "cuda"
+        )
         x = transform(frames, device=device, generator=generator)
         loss = train_step(
             model,
             optimizer,
             x,
-            labels.to(device),
+            labels.to(device, non_blocking=True),
             precision=config.precision,
             micro_batch=config.micro_batch,
         )
-        loss_sum += loss.item() * len(labels)
-    return loss_sum / len(order)
+        loss_sum += loss * len(labels)
+    return float(loss_sum) / len(order)  # one read per epoch, as in ``evaluate``
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]

@@ -41,7 +41,13 @@ from s2d_ray.data.stream import standardize
 from s2d_ray.experts.store import TrajectoryStore
 from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
-from s2d_ray.models import autocast_context, create, functional_forward
+from s2d_ray.models import (
+    Precision,
+    autocast_context,
+    create,
+    fp32_math_context,
+    functional_forward,
+)
 from s2d_ray.seeding import derive_seed, numpy_rng, torch_generator
 from s2d_ray.synthetic.temporal import TemporalConfig
 
@@ -63,7 +69,9 @@ class MTTConfig(TemporalConfig):
     unroll: Literal["full", "constant"] = Field(
         default="full", description="constant: ~4x less memory, ~1.3x slower (bench)"
     )
-    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16: CUDA only")
+    precision: Precision = Field(
+        default="tf32", description="CUDA only: fp32 (IEEE), tf32 or bf16 (models/precision.py)"
+    )
 
 
 class S2DMTTConfig(MTTConfig):
@@ -146,11 +154,12 @@ class _TrajectoryMatching(DistillMethod):
     def step(self, iteration: int) -> dict[str, float]:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        if self.config.unroll == "full":
-            loss = self.loss(iteration)
-            loss.backward()
-        else:
-            loss = self._constant_memory_backward(iteration)
+        with fp32_math_context(self.context.device, self.config.precision):
+            if self.config.unroll == "full":
+                loss = self.loss(iteration)
+                loss.backward()
+            else:
+                loss = self._constant_memory_backward(iteration)
         for optimizer in self.optimizers:
             optimizer.step()
         with torch.no_grad():

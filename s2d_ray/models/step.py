@@ -32,9 +32,8 @@ from typing import Annotated, Literal
 import torch
 from pydantic import Field
 
-from s2d_ray.models.precision import autocast_context
+from s2d_ray.models.precision import Precision, autocast_context, fp32_math_context
 
-Precision = Literal["fp32", "bf16"]
 MicroBatch = Annotated[int, Field(ge=1)] | Literal["auto"] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -73,19 +72,21 @@ def train_step(
     """One update from the minibatch ``(x, y)``; returns its mean loss, detached.
 
     ``forward`` maps inputs to logits (a module, or a vmapped call over stacked repeats with
-    ``batch_dim=1``); ``loss_fn(logits, targets)`` is a mean over its part. bf16 autocast
-    applies on CUDA only (``autocast_context``); the loss is computed in fp32.
+    ``batch_dim=1``); ``loss_fn(logits, targets)`` is a mean over its part. ``precision``:
+    how fp32 work runs on CUDA (``models/precision.py``; IEEE fp32 on a CPU); the loss is
+    computed in fp32.
     """
     size = x.shape[batch_dim]
     step = _part(x, micro_batch, batch_dim)
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x.device)
-    for xs, ys in zip(x.split(step, batch_dim), y.split(step, batch_dim), strict=True):
-        with autocast_context(x.device, precision == "bf16"):
-            logits = forward(xs)
-        loss = loss_fn(logits.float(), ys) * (xs.shape[batch_dim] / size)
-        loss.backward()
-        total += loss.detach()
+    with fp32_math_context(x.device, precision):
+        for xs, ys in zip(x.split(step, batch_dim), y.split(step, batch_dim), strict=True):
+            with autocast_context(x.device, precision == "bf16"):
+                logits = forward(xs)
+            loss = loss_fn(logits.float(), ys) * (xs.shape[batch_dim] / size)
+            loss.backward()
+            total += loss.detach()
     optimizer.step()
     return total
 
@@ -101,7 +102,8 @@ def predict(
     """Logits (fp32) for every clip of ``x``, computed a part (``part_size``) at a time."""
     step = _part(x, micro_batch)
     out = []
-    for xs in x.split(step):
-        with autocast_context(x.device, precision == "bf16"):
-            out.append(forward(xs).float())
+    with fp32_math_context(x.device, precision):
+        for xs in x.split(step):
+            with autocast_context(x.device, precision == "bf16"):
+                out.append(forward(xs).float())
     return torch.cat(out)

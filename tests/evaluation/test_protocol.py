@@ -108,3 +108,15 @@ def test_static_and_dynamic_groups_split_the_classes_and_are_cached(embedded_sma
     assert 8 in groups["static"]  # cross_still does not move
     again = class_groups(shards, epochs=1, clips_per_class=4)
     assert again == groups
+
+
+def test_auto_stacks_repeats_only_for_ieee_fp32_on_cuda():
+    # bench/gpu_loops.py: stacked (grouped) convolutions get no tensor cores
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert protocol.resolve_repeat_mode(EvalConfig(precision="fp32"), cuda) == "vmap"
+    for precision in ("tf32", "bf16"):
+        assert protocol.resolve_repeat_mode(EvalConfig(precision=precision), cuda) == "sequential"
+    for precision in ("fp32", "tf32", "bf16"):
+        assert protocol.resolve_repeat_mode(EvalConfig(precision=precision), cpu) == "sequential"
+    chosen = EvalConfig(repeat_mode="vmap", precision="bf16")
+    assert protocol.resolve_repeat_mode(chosen, cpu) == "vmap"

@@ -203,6 +203,15 @@ def test_precision_actually_used_is_recorded_per_expert(tmp_path):
     )
 
 
+def test_precision_in_a_store_made_when_it_was_identity_is_not_a_mismatch(tmp_path):
+    fill(make(tmp_path), 0, epochs=1)
+    header = json.loads((tmp_path / "store.json").read_text())
+    header["settings"]["precision"] = "fp32"  # what older stores recorded as identity
+    (tmp_path / "store.json").write_text(json.dumps(header))
+    assert TrajectoryStore(str(tmp_path), settings=NET, dataset_fingerprint=FP).expert(0)
+    assert TrajectoryStore.open(str(tmp_path)).expert(0).complete
+
+
 def test_sample_start_only_picks_qualifying_experts(tmp_path):
     store = make(tmp_path)
     fill(store, 0, epochs=6)  # 7 snapshots: qualifies for 3 + 2

@@ -13,6 +13,7 @@ from s2d_ray.models import (
     autocast_context,
     create,
     flatten_params,
+    fp32_math_context,
     functional_forward,
     param_shapes,
     unflatten,
@@ -117,3 +118,16 @@ def test_autocast_context_is_bf16_on_cuda_only():
     model, x = small_model_and_input("convnet")
     with autocast_context(x.device, True):
         assert model(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("precision", "math"), [("fp32", "ieee"), ("tf32", "tf32"), ("bf16", "tf32")]
+)
+def test_fp32_math_context_sets_the_cuda_backends_and_restores_them(precision, math):
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    assert isinstance(fp32_math_context("cpu", precision), contextlib.nullcontext)
+    with pytest.raises(RuntimeError, match="inside"), fp32_math_context("cuda:0", precision):
+        assert (conv.fp32_precision, matmul.fp32_precision) == (math, math)
+        raise RuntimeError("inside")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
