@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nembedded S2D-MTT search, {full} iterations per full trial, evaluation every "
         f"{budget.eval_every} ({budget.eval_epochs} epochs, {budget.eval_repeats} network(s)); "
-        f"TPE with {tpe_space.searcher.tpe_startup(args.tpe_trials)} random start-up trials, "
+        f"{tpe_space.searcher.type.upper()} with {tpe_space.searcher.startup(args.tpe_trials)} "
+        "random start-up trials, "
         f"ASHA with grace period {tpe_space.scheduler.grace_period} and reduction factor "
         f"{tpe_space.scheduler.reduction_factor:g}"
     )

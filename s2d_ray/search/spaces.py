@@ -103,14 +103,16 @@ class Scheduler(_Frozen):
 
 
 class Searcher(_Frozen):
-    type: Literal["tpe", "random"] = Field(
-        default="tpe", description="Optuna's TPE sampler, or uniform random (a baseline)"
+    type: Literal["tpe", "gp", "random"] = Field(
+        default="tpe",
+        description="Optuna's TPE sampler, its Gaussian-process one (gp: Bayesian optimisation "
+        "proper, made for budgets of tens of trials), or uniform random (a baseline)",
     )
     startup_trials: int | None = Field(
         default=None,
         ge=1,
-        description="TPE's random trials before it models the results; default: a quarter of "
-        "the budget, 2 to 10 (Optuna's own 10 would leave a 12-trial search random)",
+        description="random trials before the sampler models the results; default: a quarter "
+        "of the budget, 2 to 10 (Optuna's own 10 would leave a 12-trial search random)",
     )
     seed: int | None = Field(
         default=None,
@@ -119,7 +121,7 @@ class Searcher(_Frozen):
         "evaluation network), so two searches differ only in what they chose to try",
     )
 
-    def tpe_startup(self, trials: int) -> int:
+    def startup(self, trials: int) -> int:
         return self.startup_trials or max(2, min(10, trials // 4))
 
 

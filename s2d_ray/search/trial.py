@@ -75,6 +75,7 @@ def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> 
 
 def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     """The Tune function trainable (``tune.with_parameters(run_trial, inputs=...)``)."""
+    import ray
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
@@ -97,6 +98,9 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
 
     tags = {"s2d.search": inputs.space.name, "s2d.trial_id": trial_id}
     tags |= {"s2d.data": inputs.data}  # lineage: what the trial was distilled from
+    gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    if gpus:  # under a fractional resources.gpu, several trials name the same one
+        tags["s2d.gpu_ids"] = ",".join(gpus)
     if inputs.experts:
         tags["s2d.experts"] = inputs.experts
     if config.static:

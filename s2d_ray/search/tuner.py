@@ -321,7 +321,9 @@ def _sampler(space: SearchSpace):
     seed = space.seed if space.searcher.seed is None else space.searcher.seed
     if space.searcher.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    startup = space.searcher.tpe_startup(space.budget.trials)
+    startup = space.searcher.startup(space.budget.trials)
+    if space.searcher.type == "gp":
+        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=seed)
     # Optuna 5 models the dimensions jointly (multivariate TPE) for one objective, as
     # lr_dynamic and lr_hal want; independently for accuracy against MiB.
     return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)

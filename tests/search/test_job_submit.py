@@ -1,8 +1,9 @@
 """``ray job submit -- python jobs/tune_mtt.py --smoke-test`` against a local cluster with
 token authentication on, as a user on a GPU box does it: the job succeeds on 2 CPUs (the
-expert farm's Ray Train workers and the Tune trials share them without deadlock), and the
-MLflow store holds one search with a child per trial, loadable artefacts and a trainable
-exported set."""
+expert farm's Ray Train workers and the Tune trials share them without deadlock), its two
+trials run at once on half a GPU each (the head declares one logical GPU: Ray schedules
+fractions of it as of a real one), and the MLflow store holds one search with a child per
+trial, loadable artefacts and a trainable exported set."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def token_cluster():
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [BIN / "ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-         "--num-gpus=0", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         "--num-gpus=1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          f"--temp-dir={temp}", "--disable-usage-stats", *agent],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -98,6 +99,8 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     workdir = tmp_path / "search"
     command = [BIN / "ray", "job", "submit", "--working-dir", str(ROOT), "--"]
     command += ["python", "jobs/tune_mtt.py", "--smoke-test", "--workdir", str(workdir)]
+    for shared in ("resources.cpu=1", "resources.gpu=0.5", "budget.max_concurrent=2"):
+        command += ["--set", shared]
     for _ in range(12):  # the head's job agent registers a little after the server answers
         done = subprocess.run(
             command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
@@ -119,6 +122,9 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2
     assert len({c.data.tags["s2d.trial_id"] for c in children}) == 2
+    assert [c.data.tags.get("s2d.gpu_ids") for c in children] == ["0", "0"]  # one GPU, shared
+    started, ended = (c.info.start_time for c in children), (c.info.end_time for c in children)
+    assert max(started) < min(ended), "the two trials did not run at once"
     for child in children:
         assert {"method.lr_dynamic", "method.lr_hal", "method.syn_steps"} <= set(child.data.params)
         assert "eval_top1" in child.data.metrics

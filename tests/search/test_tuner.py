@@ -72,7 +72,7 @@ def test_experiment_name_is_stable_and_follows_the_space():
     assert experiment_name(space()) != experiment_name(space(overrides=["budget.trials=3"]))
 
 
-@pytest.mark.parametrize("kind", ["tpe", "random"])
+@pytest.mark.parametrize("kind", ["tpe", "gp", "random"])
 def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
     """Same space and seed, same points: a search (and bench/search.py) is reproducible."""
     import optuna
@@ -88,11 +88,16 @@ def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
             points.append(x)
         return points
 
-    expected = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    expected = {
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "random": optuna.samplers.RandomSampler,
+    }
     tpe = _sampler(space(overrides=["budget.trials=12"]))
     assert tpe._n_startup_trials == 3  # a quarter of the budget models the rest
     assert _sampler(space(overrides=["budget.trials=100"]))._n_startup_trials == 10
     assert _sampler(space(overrides=["searcher.startup_trials=5"]))._n_startup_trials == 5
+    assert _sampler(space(overrides=["searcher.type=gp"]))._n_startup_trials == 3
     study = optuna.create_study(direction="maximize")
     assert tpe._is_multivariate(study)  # Optuna 5's default: the dimensions modelled jointly
     assert type(_sampler(space(overrides=[f"searcher.type={kind}"]))) is expected[kind]
