@@ -290,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{tpe_space.scheduler.reduction_factor:g}"
     )
     by_score = {seed: (points, lambda best, pick: best) for seed, (points, _) in tpe.items()}
-    print_target(by_score, trials, random, "best top-1 %")
-    print_shares(by_score, random)
+    name = f"{tpe_space.searcher.type.upper()} + {tpe_space.scheduler.type.upper()}"
+    print_target(by_score, trials, random, "best top-1 %", name)
+    print_shares(by_score, random, name)
     if args.judge:
         picks = {pick for points, _ in tpe.values() for *_, pick in points if pick}
         judged = judge(pool_inputs, set(finals) | picks)
@@ -308,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         own = {seed: judged[max(sorted(mine), key=mine.get)] for seed, mine in pools.items()}
         judged_random = replace(random, pool=[(finals[t], judged[t]) for t in finals], own=own)
-        print_target(by_judged, trials, judged_random, "judged top-1 %")
-        print_shares(by_judged, judged_random)
+        print_target(by_judged, trials, judged_random, "judged top-1 %", name)
+        print_shares(by_judged, judged_random, name)
     return 0
 
 
@@ -327,9 +328,11 @@ class RandomSearch:
         return expected_pick(self.pool, trials or self.trials)
 
 
-def print_target(searches, trials: dict[int, int], random: RandomSearch, label: str) -> None:
+def print_target(
+    searches, trials: dict[int, int], random: RandomSearch, label: str, name: str = "TPE + ASHA"
+) -> None:
     """The table against the target: each search's pick at the end, and when it got there
-    (``trials``: how many trials each TPE + ASHA search started)."""
+    (``trials``: how many trials each ``name`` search started)."""
     target = random.expected()
     print(f"| search | trials | compute (iterations) | trial-s | {label} "
           "| compute to reach random's | share of random's compute |")  # fmt: skip
@@ -354,7 +357,7 @@ def print_target(searches, trials: dict[int, int], random: RandomSearch, label: 
         )
         shares.append(hit[0] / random.compute if hit else math.inf)
         print(
-            f"| TPE + ASHA (seed {searcher_seed}) | {trials[searcher_seed]} | {compute} "
+            f"| {name} (seed {searcher_seed}) | {trials[searcher_seed]} | {compute} "
             f"| {secs:.0f} | {100 * value(best, pick):.1f} | {to_reach} | {share} |"
         )
     median = statistics.median(shares)
@@ -366,11 +369,11 @@ def print_target(searches, trials: dict[int, int], random: RandomSearch, label: 
     )
 
 
-def print_shares(searches, random: RandomSearch) -> None:
+def print_shares(searches, random: RandomSearch, name: str = "TPE + ASHA") -> None:
     """Each search's pick at a quarter, half, three quarters and all of random's compute."""
     print("\nthe pick so far, by share of random search's compute:")
     print("| compute | random (expected) | "
-          + " | ".join(f"TPE + ASHA seed {s}" for s in searches) + " |")  # fmt: skip
+          + " | ".join(f"{name} seed {s}" for s in searches) + " |")  # fmt: skip
     print("| --- | --- |" + " --- |" * len(searches))
     for share in (0.25, 0.5, 0.75, 1.0):
         row = [f"{share:.0%}", f"{100 * random.expected(max(1, int(share * random.trials))):.1f}"]
