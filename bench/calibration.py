@@ -47,9 +47,9 @@ def print_calibration() -> None:
 
 def gpu_matmul_tflops(dtype: torch.dtype, tf32: bool = False, n: int = 8192) -> float:
     """Best-of n×n matmul throughput on the first GPU; fp32 in IEEE unless ``tf32``."""
-    matmul = torch.backends.cuda.matmul
-    saved, matmul.fp32_precision = matmul.fp32_precision, "tf32" if tf32 else "ieee"
-    try:
+    from s2d_ray.models import fp32_math_context
+
+    with fp32_math_context("cuda", "tf32" if tf32 else "fp32"):
         a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
         torch.mm(a, b)
         best = float("inf")
@@ -61,8 +61,6 @@ def gpu_matmul_tflops(dtype: torch.dtype, tf32: bool = False, n: int = 8192) -> 
             end.synchronize()
             best = min(best, start.elapsed_time(end) / 1e3)
         return 2 * n**3 / best / 1e12
-    finally:
-        matmul.fp32_precision = saved
 
 
 def print_gpu_calibration() -> None:
