@@ -1,5 +1,12 @@
 """The calibration line every benchmark prints first: machines differ 2-3x between sessions,
-so absolute figures (ours, and the reference's quoted in issues) compare only through it."""
+so absolute figures (ours, and the reference's quoted in issues) compare only through it.
+
+Two figures, because one does not predict the other: the 2048² matmul, and a ConvNet3D
+training step on 10 clips of 8x64² (an ipc-1 evaluation step on the embedded set, the
+search's inner loop; 3-D convolutions are nearly all of every loop's time). Two 2-core AMD
+EPYC sessions whose matmul lines read 187 and 190-200 GFLOP/s ran the same search trial in
+times about 2x apart. The line also names the CPU's widest vector extensions, by which
+oneDNN picks its convolution kernels."""
 
 from __future__ import annotations
 
@@ -33,11 +40,43 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def vector_extensions() -> str:
+    """The widest x86 vector extensions /proc/cpuinfo reports (oneDNN picks kernels by them)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((set(line.split()[2:]) for line in f if line.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    found = [name for name in ("avx512f", "avx512_bf16", "avx2") if name in flags]
+    return "+".join(found) if found else "no AVX2/AVX-512"
+
+
+def convnet3d_step_ms(clips: int = 10, repeats: int = 5) -> float:
+    """Best-of ConvNet3D forward + backward + SGD step on ``clips`` clips of 8x64², CPU."""
+    from s2d_ray.models import ConvNet3D
+
+    torch.manual_seed(0)
+    net = ConvNet3D(10, (8, 3, 64, 64))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(clips, 8, 3, 64, 64), torch.arange(clips) % 10
+    best = float("inf")
+    for step in range(repeats + 1):  # the first is a warm-up
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        if step:
+            best = min(best, time.perf_counter() - started)
+    return best * 1e3
+
+
 def calibration_line() -> str:
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-        f"{cuda}; 2048² fp32 matmul {matmul_gflops():.0f} GFLOP/s; torch {torch.__version__}"
+        f"machine: {cpu_model()} ({vector_extensions()}), {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, {cuda}; 2048² fp32 matmul "
+        f"{matmul_gflops():.0f} GFLOP/s; ConvNet3D step, 10 clips of 8x64², "
+        f"{convnet3d_step_ms():.0f} ms; torch {torch.__version__}"
     )
 
 
