@@ -15,6 +15,13 @@ MTT = {"syn_steps": 3, "batch_syn": 5, "max_start_epoch": 2, "expert_epochs": 1}
 FREPO = {"batch_real": 4, "pool_size": 2, "online_steps": 4}
 # (registry, name) -> (settings, probe before, probe after): the mean loss of 3 held-out
 # iterations before and after ITERATIONS steps, seed 0, on the small embedded set.
+# Same machine, same bits (test_same_seed_same_synthetic_set, the resume tests). Across CPUs
+# oneDNN picks other convolution kernels by the vector extensions it finds, and the rounding
+# grows through the experts' training and the steps: up to 1.2e-3 relative between the
+# machine that made these pins and an AVX2-only EPYC. PIN_REL is 2.5x that. A 10 % change of
+# a learning rate moves some probes less (DM's and MTT's by about 1e-3): the pins guard the
+# algorithm (loss, sampling, initialisation), not a setting's last digit.
+PIN_REL = 3e-3
 PINNED = {
     ("static", "dm"): ({"lr_img": 1.0, "batch_real": 4}, 17195.265, 10156.991),
     ("static", "dc"): ({"lr_img": 0.1, "batch_real": 4}, 2662.6029, 2649.9159),
@@ -87,7 +94,7 @@ def test_temporally_compressed_sets_beat_their_initialisation(
         method.step(i)
     after = probe(method)
     assert after < before
-    assert (before, after) == pytest.approx(PINNED_TEMPORAL[name], rel=1e-3)
+    assert (before, after) == pytest.approx(PINNED_TEMPORAL[name], rel=PIN_REL)
 
 
 def test_every_registered_method_is_covered():
@@ -113,8 +120,8 @@ def test_method_beats_its_initialisation_on_held_out_iterations(
     _, pinned_before, pinned_after = PINNED[(kind, name)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert after < before
-    assert before == pytest.approx(pinned_before, rel=1e-3)
-    assert after == pytest.approx(pinned_after, rel=1e-3)
+    assert before == pytest.approx(pinned_before, rel=PIN_REL)
+    assert after == pytest.approx(pinned_after, rel=PIN_REL)
 
 
 @pytest.mark.parametrize(("kind", "name"), ITERATIVE, ids=[f"{k}-{n}" for k, n in ITERATIVE])
