@@ -4,7 +4,7 @@ so absolute figures (ours, and the reference's quoted in issues) compare only th
 Two figures, because one does not predict the other: the 2048² matmul, and a ConvNet3D
 training step on 10 clips of 8x64² (an ipc-1 evaluation step on the embedded set, the
 search's inner loop; 3-D convolutions are nearly all of every loop's time). Two 2-core AMD
-EPYC sessions whose matmul lines read 187 and 190-200 GFLOP/s ran the same search trial in
+EPYC sessions whose matmul lines read 178-187 and 190-200 GFLOP/s ran the same search trial in
 times about 2x apart. The line also names the CPU's widest vector extensions, by which
 oneDNN picks its convolution kernels."""
 
@@ -17,15 +17,20 @@ import time
 import torch
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` in /proc/cpuinfo (Linux); None elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or "unknown CPU"
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -41,12 +46,8 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def vector_extensions() -> str:
-    """The widest x86 vector extensions /proc/cpuinfo reports (oneDNN picks kernels by them)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((set(line.split()[2:]) for line in f if line.startswith("flags")), set())
-    except OSError:
-        flags = set()
+    """The widest x86 vector extensions the CPU reports (oneDNN picks kernels by them)."""
+    flags = set((cpuinfo("flags") or "").split())
     found = [name for name in ("avx512f", "avx512_bf16", "avx2") if name in flags]
     return "+".join(found) if found else "no AVX2/AVX-512"
 
