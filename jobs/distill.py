@@ -24,7 +24,7 @@ import tempfile
 
 from s2d_ray.cli import add_common, common_config, overrides, run_job
 from s2d_ray.distill import DistillConfig, run_distillation
-from s2d_ray.methods import METHODS
+from s2d_ray.methods import METHODS, STATIC_METHODS, smoke_settings
 from s2d_ray.synthetic import read_manifest
 from s2d_ray.tracking import TrackingConfig
 
@@ -59,14 +59,6 @@ def segments(text: str) -> int | list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or N1,N2,..., got {text!r}") from None
     return parts[0] if len(parts) == 1 and "," not in text else parts
-
-
-# --smoke-test for trajectory matching: two student steps, experts of a single epoch will do;
-# for feature regression: a pool of two networks
-SMOKE = {
-    "syn_steps": {"syn_steps": 2, "batch_syn": 10, "max_start_epoch": 1, "expert_epochs": 1},
-    "pool_size": {"pool_size": 2},
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,9 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.static = smoke_static(args)
             check_spc(args)
         method_config = overrides(args, METHOD_FLAGS)
-        for field, smoke in SMOKE.items():
-            if args.smoke_test and field in METHODS[args.method].Config.model_fields:
-                method_config = {**smoke, **method_config}
+        if args.smoke_test:
+            method_config = {**smoke_settings(METHODS[args.method].Config), **method_config}
         return DistillConfig(
             method=args.method,
             ipc=args.ipc,
@@ -152,6 +143,7 @@ def smoke_static(args: argparse.Namespace) -> str:
         out=out,
         ipc=args.spc or 1,
         iterations=2,
+        method_config=smoke_settings(STATIC_METHODS["dm"].Config),
         final_eval=False,
         seed=args.seed,
     )

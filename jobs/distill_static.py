@@ -14,7 +14,7 @@ import sys
 
 from s2d_ray.cli import add_common, common_config, overrides, run_job
 from s2d_ray.distill import DistillConfig
-from s2d_ray.methods import STATIC_METHODS
+from s2d_ray.methods import STATIC_METHODS, smoke_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    method_config = overrides(args, ["lr_img", "batch_real"])
+    if args.smoke_test:
+        method_config = {**smoke_settings(STATIC_METHODS[args.method].Config), **method_config}
     return run_job(
         "distill_static",
         args,
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             method=args.method,
             stage="static",
             ipc=args.spc,
-            method_config=overrides(args, ["lr_img", "batch_real"]),
+            method_config=method_config,
             **common_config(args),
         ),
     )

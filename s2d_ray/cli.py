@@ -47,7 +47,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mlflow-uri", help="default: $MLFLOW_TRACKING_URI, else <out>/../mlflow.db")
     p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--smoke-test", action="store_true", help="2 iterations, 2-epoch evaluation")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="2 iterations at the smallest settings (methods.hyperparameters.SMOKE), "
+        "a 2-epoch evaluation",
+    )
 
 
 def common_config(args: argparse.Namespace) -> dict:

@@ -4,7 +4,7 @@ Importing this package registers every built-in method.
 """
 
 from s2d_ray.methods import coresets, dm, frepo, mtt, static  # noqa: F401  (registration)
-from s2d_ray.methods.hyperparameters import paper_defaults
+from s2d_ray.methods.hyperparameters import paper_defaults, smoke_settings
 from s2d_ray.methods.real import RealData
 from s2d_ray.methods.registry import (
     METHODS,
@@ -24,4 +24,5 @@ __all__ = [
     "get_method",
     "paper_defaults",
     "register_method",
+    "smoke_settings",
 ]

@@ -94,6 +94,23 @@ STATIC = {"static-dc": {"lr_img": 0.1}, "static-dm": {"lr_img": 1.0}}
 COMMON = {"expert_epochs": 1, "max_start_epoch": 10, "lr_teacher": 0.01, "lr_lr": 1e-5}
 
 
+# --smoke-test (the jobs and the search): the fewest real clips per class, student steps,
+# expert epochs and pool networks that still run every path of a method, in seconds.
+SMOKE = {
+    "batch_real": 8,
+    "syn_steps": 2,
+    "batch_syn": 10,
+    "max_start_epoch": 1,
+    "expert_epochs": 1,
+    "pool_size": 2,
+}
+
+
+def smoke_settings(config_cls: type) -> dict[str, int]:
+    """The SMOKE settings a method's config (a pydantic model class) has."""
+    return {k: v for k, v in SMOKE.items() if k in config_cls.model_fields}
+
+
 def paper_dataset(dataset: str, frames: int) -> str:
     """The paper's dataset whose values apply to ``dataset``."""
     if dataset == "ucf101":

@@ -28,7 +28,7 @@ from s2d_ray.data import ArrowClipDataset, get_dataset
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
 from s2d_ray.distill import judged_rows, log_rows
 from s2d_ray.evaluation import EvalConfig, ResultRow, full_data_baseline
-from s2d_ray.methods import METHODS, RealData
+from s2d_ray.methods import METHODS, STATIC_METHODS, RealData, smoke_settings
 from s2d_ray.models import resolve_device
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace, load_space
 from s2d_ray.search.trial import SearchInputs, run_trial
@@ -53,7 +53,6 @@ SMOKE_OVERRIDES = [
     "budget.final_epochs=1",
     "budget.final_repeats=1",
 ]
-SMOKE_METHOD = {"max_start_epoch": 1, "expert_epochs": 1, "batch_syn": 10}
 
 
 class SearchConfig(StrictConfig):
@@ -101,10 +100,11 @@ def load_config_space(config: SearchConfig) -> SearchSpace:
 
 
 def smoke_space(space: SearchSpace) -> SearchSpace:
-    """The space shrunk to seconds per trial: 1 or 2 student steps on one-epoch experts."""
-    fields = METHODS[space.method].Config.model_fields
-    fixed = {**space.fixed, **{k: v for k, v in SMOKE_METHOD.items() if k in fields}}
+    """The space shrunk to seconds per trial: 1 or 2 student steps on one-epoch experts,
+    and the smoke settings of what the space does not search."""
     dims, paper = dict(space.space), [dict(p) for p in space.paper]
+    smoke = smoke_settings(METHODS[space.method].Config)
+    fixed = {**space.fixed, **{k: v for k, v in smoke.items() if k not in dims}}
     if "syn_steps" in dims:
         dims["syn_steps"] = Choice(type="choice", values=[1, 2])
         for point in paper:
@@ -235,6 +235,7 @@ def _ensure_static(config, space, data, spc, tracking) -> str:
             out=out,
             ipc=spc,
             iterations=iterations,
+            method_config=smoke_settings(STATIC_METHODS["dm"].Config) if config.smoke else {},
             final_eval=False,
             seed=space.seed,
             device=config.device,

@@ -112,7 +112,7 @@ def test_smoke_space_is_tiny_and_still_valid():
     assert s.budget.trials == 2 and s.budget.iterations == 2
     assert s.space["syn_steps"].values == [1, 2] and s.paper[0]["syn_steps"] == 2
     assert s.fixed["max_start_epoch"] == 1
-    assert smoke_space(space("embedded_ipc1_s2d-dm")).fixed == {"batch_real": 64}
+    assert smoke_space(space("embedded_ipc1_s2d-dm")).fixed == {"batch_real": 8}  # from 64
 
 
 def result(trial, top1, iteration=200, **kw):
