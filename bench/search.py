@@ -329,7 +329,7 @@ class RandomSearch:
 
 
 def print_target(
-    searches, trials: dict[int, int], random: RandomSearch, label: str, name: str = "TPE + ASHA"
+    searches, trials: dict[int, int], random: RandomSearch, label: str, name: str
 ) -> None:
     """The table against the target: each search's pick at the end, and when it got there
     (``trials``: how many trials each ``name`` search started)."""
@@ -369,7 +369,7 @@ def print_target(
     )
 
 
-def print_shares(searches, random: RandomSearch, name: str = "TPE + ASHA") -> None:
+def print_shares(searches, random: RandomSearch, name: str) -> None:
     """Each search's pick at a quarter, half, three quarters and all of random's compute."""
     print("\nthe pick so far, by share of random search's compute:")
     print("| compute | random (expected) | "

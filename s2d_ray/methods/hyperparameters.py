@@ -1,4 +1,5 @@
-"""The paper's hyperparameters (supplementary Tables 10-12, SPEC §6), used as defaults.
+"""The paper's hyperparameters (supplementary Tables 10-12, SPEC §6), used as defaults, and
+the settings ``--smoke-test`` shrinks them to (SMOKE).
 
 Looked up by (method, dataset, ipc); static-learning methods are named ``static-<name>``.
 UCF101 uses MiniUCF's values. Datasets the paper did not run take
