@@ -36,11 +36,17 @@ of a few points within its noise).
 
 A search picks by its periodic evaluation (budget.eval_epochs), a cheaper proxy of what its
 user gets. ``--judge`` measures that gap: it re-evaluates with the final protocol
-(budget.final_repeats networks of budget.final_epochs) every set random search completed and
-every set a TPE + ASHA search picked along the way, prints the rank correlation of the proxy
-with the judged accuracy, and the same tables again on judged accuracy: the value of a
-search's pick at a given compute is its set's judged accuracy (random's expected pick: the
-formula above with v the judged accuracy, in order of the periodic score).
+(budget.final_repeats networks of budget.final_epochs, none of them a network a trial
+trained) every set random search completed and every set a TPE + ASHA search picked along
+the way, prints the rank correlation of the proxy with the judged accuracy, and the same
+tables again on judged accuracy: the value of a search's pick at a given compute is its
+set's judged accuracy (random's expected pick: the formula above with v the judged
+accuracy, in order of the periodic score).
+
+On a GPU box the trials can share the GPU and random search's run several at a time (its
+draws do not depend on the order they finish in), e.g. ``--both-set resources.gpu=0.2
+--both-set budget.max_concurrent=5 --set budget.max_concurrent=1``: 8.5 minutes on an H100
+for three random and five TPE + ASHA searches, judging included.
 """
 
 from __future__ import annotations
@@ -57,10 +63,10 @@ from pathlib import Path
 from calibration import print_calibration
 
 from s2d_ray.distill import evaluate_items
-from s2d_ray.evaluation import EvalConfig, with_own_settings
+from s2d_ray.evaluation import with_own_settings
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
-from s2d_ray.search.trial import SearchInputs
+from s2d_ray.search.trial import SearchInputs, final_protocol
 from s2d_ray.search.tuner import (
     SearchConfig,
     build_tuner,
@@ -155,14 +161,14 @@ def judge(inputs: SearchInputs, trials: set[str]) -> dict[str, float]:
     reports and a set another experiment already made (the same point and seed, e.g. under
     another evaluation length) is not judged twice."""
     budget, seed = inputs.space.budget, inputs.space.seed
-    name = f"bench-judged-{budget.final_epochs}ep-{budget.final_repeats}nets-seed{seed}.json"
+    name = f"bench-judged-{budget.final_epochs}ep-{budget.final_repeats}nets-seed{seed}-final.json"
     cache = Path(inputs.workdir) / name
     scores = json.loads(cache.read_text()) if cache.exists() else {}
     keys = {trial: set_digest(inputs.trial_out(trial)) for trial in trials}
     todo = sorted(t for t in trials if keys[t] not in scores)
     if todo:
         real = RealData.open(inputs.data, resolve_device(inputs.device))
-        protocol = EvalConfig(epochs=budget.final_epochs, repeats=budget.final_repeats, seed=seed)
+        protocol = final_protocol(inputs.space)
     for n, trial in enumerate(todo, 1):
         synthetic, manifest = load_set(str(inputs.trial_out(trial)))
         config = with_own_settings(protocol, manifest.get("eval", {}))

@@ -45,6 +45,11 @@ def parse_args(argv: list[str] | None = None, method: str | None = None) -> argp
         help="override any key of the space, e.g. budget.iterations=400",
     )
     p.add_argument("--num-experts", type=int, default=4, help="experts to train when missing")
+    p.add_argument(
+        "--farm-gpus-per-worker",
+        type=float,
+        help="GPUs per expert trainer, when experts are missing (default: resources.gpu)",
+    )
     p.add_argument("--static-iterations", type=int, default=200, help="static memory, when missing")
     p.add_argument("--full-epochs", type=int, default=0, help="also train on all real clips")
     p.add_argument("--no-build", action="store_true", help="missing inputs are errors")
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
             data=args.data,
             experts=args.experts,
             num_experts=args.num_experts,
+            farm_gpus_per_worker=args.farm_gpus_per_worker,
             static_iterations=args.static_iterations,
             build=not args.no_build,
             device=args.device,

@@ -18,6 +18,7 @@ from s2d_ray.evaluation import EvalConfig
 from s2d_ray.methods import METHODS
 from s2d_ray.methods.checkpoint import FOLDER
 from s2d_ray.search.spaces import SearchSpace
+from s2d_ray.seeding import derive_seed
 from s2d_ray.tracking import TrackingConfig
 
 
@@ -70,6 +71,19 @@ def trial_config(inputs: SearchInputs, point: dict[str, Any], trial_id: str) -> 
         method_config=settings,
         seed=space.seed,
         device=inputs.device,
+    )
+
+
+def final_protocol(space: SearchSpace) -> EvalConfig:
+    """How the search's pick is judged: budget.final_repeats networks of final_epochs, none
+    of them a network the trials' periodic evaluations trained. Those networks picked the
+    best trial; judged by them again, its score would keep the luck it was picked for (the
+    winner's curse: in bench/search.py, +2 points on a plateau of equally good points)."""
+    budget = space.budget
+    return EvalConfig(
+        epochs=budget.final_epochs,
+        repeats=budget.final_repeats,
+        seed=derive_seed(space.seed, "final-protocol"),
     )
 
 

@@ -27,11 +27,11 @@ from s2d_ray.config import StrictConfig, absolute_uri
 from s2d_ray.data import ArrowClipDataset, get_dataset
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
 from s2d_ray.distill import judged_rows, log_rows
-from s2d_ray.evaluation import EvalConfig, ResultRow, full_data_baseline
+from s2d_ray.evaluation import ResultRow, full_data_baseline
 from s2d_ray.methods import METHODS, STATIC_METHODS, RealData, smoke_settings
 from s2d_ray.models import resolve_device
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace, load_space
-from s2d_ray.search.trial import SearchInputs, run_trial
+from s2d_ray.search.trial import SearchInputs, final_protocol, run_trial
 from s2d_ray.synthetic import load_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import (
@@ -63,6 +63,9 @@ class SearchConfig(StrictConfig):
     experts: str | None = Field(default=None, description="expert store; <workdir>/experts")
     num_experts: int = Field(default=4, ge=1)
     farm_workers: int = Field(default=2, ge=1, description="parallel expert trainers")
+    farm_gpus_per_worker: float | None = Field(
+        default=None, ge=0, description="GPUs per expert trainer; None: a trial's resources.gpu"
+    )
     static_iterations: int = Field(default=200, ge=1)
     build: bool = Field(default=True, description="False: missing inputs are errors")
     device: str = "auto"
@@ -191,6 +194,10 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
             f"{count}` or drop --no-build"
         )
     expert = ExpertConfig(max_start_epoch=max_start, expert_epochs=expert_epochs)
+    # An expert trainer is a trial's size of work: on a GPU box it gets a trial's GPU share.
+    gpus = (
+        space.resources.gpu if config.farm_gpus_per_worker is None else config.farm_gpus_per_worker
+    )
     print(f"search: training {count - complete} experts into {out}", flush=True)
     run_farm(
         FarmConfig(
@@ -198,6 +205,7 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
             out=out,
             num_experts=count,
             workers=min(config.farm_workers, count - complete),
+            gpus_per_worker=gpus,
             expert=expert,
         ),
         tracking,
@@ -504,10 +512,7 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
             return [ResultRow.from_dict(d, saved["groups"]) for d in saved["rows"]]
     real = RealData.open(data, resolve_device(config.device))
     synthetic, manifest = load_set(best_set)
-    budget = space.budget
-    eval_config = EvalConfig(
-        epochs=budget.final_epochs, repeats=budget.final_repeats, seed=space.seed
-    )
+    eval_config = final_protocol(space)
     name = f"best {space.method} ipc {space.ipc}"
     own = manifest.get("eval", {})
     rows = judged_rows(synthetic, own, real, space.ipc, eval_config, manifest["bytes"], name)

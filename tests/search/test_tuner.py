@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from s2d_ray.search import load_space
-from s2d_ray.search.trial import SearchInputs, trial_config
+from s2d_ray.search.trial import SearchInputs, final_protocol, trial_config
 from s2d_ray.search.tuner import (
     SearchConfig,
+    _ensure_experts,
     _sampler,
     best_trial,
     experiment_name,
@@ -65,6 +66,31 @@ def test_a_trial_distils_the_method_at_its_point(tmp_path):
     assert trial_config(steadier_inputs, {}, "t2").eval_repeats_during == 2
     with pytest.raises(ValueError, match="no static memory with spc 10"):
         trial_config(inputs.__class__(**{**inputs.__dict__, "statics": ((2, "/s"),)}), {}, "t")
+
+
+def test_the_pick_is_judged_by_networks_no_trial_trained(tmp_path):
+    s = space("embedded_ipc1_s2d-mtt", ["budget.final_repeats=4", "budget.final_epochs=70"])
+    tracking, statics = TrackingConfig.disabled(), ((2, "/static2"),)
+    inputs = SearchInputs(s, "/d", str(tmp_path), tracking, statics=statics)
+    periodic, final = trial_config(inputs, {}, "t1").eval, final_protocol(s)
+    assert (final.epochs, final.repeats) == (70, 4)
+    assert final.seed != periodic.seed == s.seed  # the winner's curse, else
+    assert final == final_protocol(
+        space("embedded_ipc1_s2d-mtt", ["budget.final_repeats=4", "budget.final_epochs=70"])
+    )
+    assert final_protocol(space("embedded_ipc1_s2d-mtt", ["seed=1"])).seed != final.seed
+
+
+@pytest.mark.parametrize(("flag", "gpus"), [(None, 0.25), (0.0, 0.0), (1.0, 1.0)])
+def test_expert_trainers_get_a_trials_gpu_share_unless_told(tmp_path, monkeypatch, flag, gpus):
+    import s2d_ray.experts.farm as farm
+
+    asked = []
+    monkeypatch.setattr(farm, "run_farm", lambda config, *a, **k: asked.append(config))
+    s = space("embedded_ipc1_s2d-mtt", ["resources.gpu=0.25"])
+    config = SearchConfig(space="x.yaml", workdir=str(tmp_path), farm_gpus_per_worker=flag)
+    _ensure_experts(config, s, str(tmp_path / "data"), str(tmp_path / "experts"), None)
+    assert [c.gpus_per_worker for c in asked] == [gpus]
 
 
 def test_experiment_name_is_stable_and_follows_the_space():
