@@ -78,7 +78,7 @@ def final_protocol(space: SearchSpace) -> EvalConfig:
     """How the search's pick is judged: budget.final_repeats networks of final_epochs, none
     of them a network the trials' periodic evaluations trained. Those networks picked the
     best trial; judged by them again, its score would keep the luck it was picked for (the
-    winner's curse: in bench/search.py, +2 points on a plateau of equally good points)."""
+    winner's curse: in bench/search.py, random search's pick lost 1.1 points to fresh ones)."""
     budget = space.budget
     return EvalConfig(
         epochs=budget.final_epochs,

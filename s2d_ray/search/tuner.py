@@ -503,16 +503,18 @@ def export_best(trial_out: Path, best: Path) -> str:
 
 
 def judge_best(best_set, trial_id, data, space, config, run) -> list:
-    """The full protocol on the best set (cached per trial: a finished search re-run
-    reports, it does not re-evaluate)."""
+    """The full protocol on the best set (cached per trial and protocol: a finished search
+    re-run reports, it does not re-evaluate)."""
     cache = Path(best_set) / "search_evaluation.json"
+    eval_config = final_protocol(space)
+    key = {"trial_id": trial_id, "protocol": eval_config.model_dump(mode="json")}
+    key["full_epochs"] = config.full_epochs
     if cache.exists():
         saved = json.loads(cache.read_text())
-        if saved.get("trial_id") == trial_id:
+        if all(saved.get(k) == v for k, v in key.items()):
             return [ResultRow.from_dict(d, saved["groups"]) for d in saved["rows"]]
     real = RealData.open(data, resolve_device(config.device))
     synthetic, manifest = load_set(best_set)
-    eval_config = final_protocol(space)
     name = f"best {space.method} ipc {space.ipc}"
     own = manifest.get("eval", {})
     rows = judged_rows(synthetic, own, real, space.ipc, eval_config, manifest["bytes"], name)
@@ -523,6 +525,6 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         result = full_data_baseline(real, test, full, flip=flip)
         rows.append(ResultRow("full real data", result, None, rows[0].groups))
     log_rows(rows, run)
-    saved = {"trial_id": trial_id, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
+    saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
     cache.write_text(json.dumps(saved))
     return rows
