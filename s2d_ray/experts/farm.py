@@ -65,7 +65,9 @@ def assigned_experts(todo: list[int], rank: int, world: int) -> list[int]:
 
 
 def worker_device(gpus_per_worker: float) -> torch.device:
-    if gpus_per_worker > 0:
+    """The worker's GPU, or the CPU where none is visible (a share of a logical GPU that a
+    node declares without having one trains on its CPU rather than failing)."""
+    if gpus_per_worker > 0 and torch.cuda.is_available():
         import ray.train.torch
 
         return ray.train.torch.get_device()
@@ -163,7 +165,7 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
     """Train every missing expert of ``config`` with Ray Train; returns the store's experts."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     started = time.perf_counter()
     shards = ClipShards(config.data)
@@ -213,6 +215,9 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
             trainer = TorchTrainer(
                 farm_worker_loop,
                 train_loop_config=loop_config,
+                # The experts train apart, with no collective: gloo works on any node, where
+                # NCCL (Ray's choice with GPUs) fails on one whose GPU is only declared.
+                torch_config=TorchConfig(backend="gloo"),
                 scaling_config=ScalingConfig(
                     num_workers=min(config.workers, len(todo)),
                     use_gpu=config.gpus_per_worker > 0,
