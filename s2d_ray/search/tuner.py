@@ -507,8 +507,8 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
     re-run reports, it does not re-evaluate)."""
     cache = Path(best_set) / "search_evaluation.json"
     eval_config = final_protocol(space)
-    key = {"trial_id": trial_id, "protocol": eval_config.model_dump(mode="json")}
-    key["full_epochs"] = config.full_epochs
+    protocol = eval_config.model_dump(mode="json")
+    key = {"trial_id": trial_id, "protocol": protocol, "full_epochs": config.full_epochs}
     if cache.exists():
         saved = json.loads(cache.read_text())
         if all(saved.get(k) == v for k, v in key.items()):
