@@ -37,6 +37,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/expert_farm.py
 	$(PY) bench/evaluate.py
 	$(PY) bench/distill_step.py
+	$(PY) bench/layouts.py
 	$(PY) bench/quality.py
 	$(PY) bench/search.py
 	$(PY) bench/train_loops.py

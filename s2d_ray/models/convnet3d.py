@@ -77,8 +77,9 @@ class ConvNet3D(nn.Module):
         if torch.is_grad_enabled() or x.device.type != "cpu":
             return self.features(x)
         # Without a graph (real clips in DM, evaluation) the first block runs channels-last:
-        # oneDNN's conv and pool are ~1.5x faster there on CPU, the later blocks are not
-        # (bench/distill_step.py). With a graph the layouts measured the same, so it stays.
+        # oneDNN's conv and pool are ~1.5x faster there on CPU, the later blocks are not (the
+        # whole embedding: 0.92x NCHW's time at 8x64², bench/layouts.py). With a graph the
+        # layouts measured the same, so it stays.
         first = self.features[:3](x.contiguous(memory_format=torch.channels_last_3d))
         return self.features[3:](first.contiguous())
 
