@@ -44,7 +44,7 @@ def seconds(call, repeats: int) -> float:
 
 def nchw_embed(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The same features with every module on NCHW tensors (the layout with a graph)."""
-    if x.dim() == 5 and net.input_kind == "clip":
+    if net.input_kind == "clip":
         return net.features(x.permute(0, 2, 1, 3, 4)).flatten(1)
     return net.features(x).flatten(1)
 
