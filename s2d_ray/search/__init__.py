@@ -1,4 +1,5 @@
-"""The search: YAML search spaces, the trial function and the Ray Tune + Optuna driver."""
+"""The search: YAML search spaces, the inputs it builds, the trial function, the Ray Tune +
+Optuna driver, and the best trial's judging and export."""
 
 from s2d_ray.search.spaces import SearchSpace, SpaceError, load_space
 

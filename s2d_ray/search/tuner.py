@@ -4,17 +4,14 @@ the paper's point first, ASHA on the periodic evaluation), then re-judge and exp
     summary = run_search(SearchConfig(space="tune_spaces/embedded_ipc1_s2d-mtt.yaml",
                                       workdir="work/search"))
 
-Inputs are reused when present and built when not, in the order data flows: prepared shards
-(the embedded dataset only; others need ``jobs/prepare_data.py`` first) → the expert store
-(Ray Train farm) → one static memory per spc the space can ask for. Re-running the same
-command restores an interrupted experiment (``Tuner.restore``) and reports a finished one.
+Inputs are reused when present and built when not (``search/inputs.py``); the best trial is
+judged and exported by ``search/results.py``. Re-running the same command restores an
+interrupted experiment (``Tuner.restore``) and reports a finished one.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,15 +21,17 @@ from pydantic import Field, field_validator
 
 from s2d_ray.cluster import init_ray
 from s2d_ray.config import StrictConfig, absolute_uri
-from s2d_ray.data import ArrowClipDataset, get_dataset
-from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
-from s2d_ray.distill import judged_rows, log_rows
-from s2d_ray.evaluation import ResultRow, full_data_baseline
-from s2d_ray.methods import METHODS, STATIC_METHODS, RealData, smoke_settings
-from s2d_ray.models import resolve_device
+from s2d_ray.methods import METHODS, smoke_settings
+from s2d_ray.search.inputs import ensure_inputs
+from s2d_ray.search.results import (
+    best_trial,
+    export_best,
+    judge_best,
+    pareto_front,
+    trial_results,
+)
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace, load_space
-from s2d_ray.search.trial import SearchInputs, final_protocol, run_trial
-from s2d_ray.synthetic import load_set
+from s2d_ray.search.trial import SearchInputs, run_trial
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import (
     PARENT_RUN_TAG,
@@ -130,127 +129,6 @@ def tune_param_space(space: SearchSpace) -> dict[str, Any]:
         elif isinstance(dim, Choice):
             dims[key] = tune.choice(dim.values)
     return dims
-
-
-# -- inputs ------------------------------------------------------------------------------------
-def ensure_inputs(
-    config: SearchConfig, space: SearchSpace, tracking: TrackingConfig
-) -> tuple[str, str | None, tuple[tuple[int, str], ...]]:
-    """(shards, expert store or None, static memories by spc), built where missing."""
-    work = Path(config.workdir)
-    data = config.data or str(work / "data")
-    if not (Path(data) / SHARDS_MANIFEST).exists() and "://" not in data:
-        if not config.build or space.dataset != "embedded":
-            raise FileNotFoundError(
-                f"no clip shards at {data}: prepare them first with `python jobs/prepare_data.py "
-                f"--dataset {space.dataset} --out {data} ...` and pass --data"
-            )
-        _prepare_embedded(data, config.smoke)
-    method = METHODS[space.method]
-    experts = None
-    if "experts" in method.Config.model_fields:
-        experts = config.experts or str(work / "experts")
-        _ensure_experts(config, space, data, experts, tracking)
-    statics = []
-    if method.needs_static:
-        for spc in _static_sizes(space):
-            statics.append((spc, _ensure_static(config, space, data, spc, tracking)))
-    return data, experts, tuple(statics)
-
-
-def _prepare_embedded(out: str, smoke: bool) -> None:
-    from s2d_ray.data import PrepareConfig, prepare
-
-    print(f"search: preparing the embedded dataset in {out}", flush=True)
-    prepare(
-        PrepareConfig(dataset="embedded", out=out, max_videos_per_class=4 if smoke else None),
-        progress=False,
-    )
-
-
-def _ensure_experts(config, space, data, out, tracking) -> None:
-    from s2d_ray.experts.farm import FarmConfig, run_farm
-    from s2d_ray.experts.store import TrajectoryStore
-    from s2d_ray.experts.training import ExpertConfig
-
-    defaults = METHODS[space.method].Config.model_fields
-    points = [*space.paper, space.corner("low"), space.corner("high")]
-    settings = [space.trial_settings(p)[0] for p in points]
-
-    def most(key: str) -> int:  # what any trial may read of the trajectories
-        return max(s.get(key, defaults[key].default) for s in settings)
-
-    max_start, expert_epochs = most("max_start_epoch"), most("expert_epochs")
-    count = 1 if config.smoke else config.num_experts
-    complete = 0
-    if Path(out, "store.json").exists() or "://" in out:
-        complete = len(TrajectoryStore.open(out).experts(complete_only=True))
-    if complete >= count:
-        return
-    if not config.build:
-        raise FileNotFoundError(
-            f"{out} holds {complete} complete experts, the search needs {count}; train them "
-            f"with `python jobs/train_experts.py --data {data} --out {out} --num-experts "
-            f"{count}` or drop --no-build"
-        )
-    expert = ExpertConfig(max_start_epoch=max_start, expert_epochs=expert_epochs)
-    # An expert trainer is a trial's size of work: on a GPU box it gets a trial's GPU share.
-    gpus = (
-        space.resources.gpu if config.farm_gpus_per_worker is None else config.farm_gpus_per_worker
-    )
-    print(f"search: training {count - complete} experts into {out}", flush=True)
-    run_farm(
-        FarmConfig(
-            data=data,
-            out=out,
-            num_experts=count,
-            workers=min(config.farm_workers, count - complete),
-            gpus_per_worker=gpus,
-            expert=expert,
-        ),
-        tracking,
-        progress=False,
-    )
-
-
-def _static_sizes(space: SearchSpace) -> list[int]:
-    ratios = [space.fixed.get("spc:dpc")] if "spc:dpc" in space.fixed else []
-    if "spc:dpc" in space.space:
-        ratios += space.space["spc:dpc"].values
-    if not ratios:
-        return [space.ipc]  # the S2D methods' default: one still per video
-    return sorted({space.trial_settings({**space.corner("low"), "spc:dpc": r})[1] for r in ratios})
-
-
-def _ensure_static(config, space, data, spc, tracking) -> str:
-    from s2d_ray.distill import DistillConfig, run_distillation
-
-    out = str(Path(config.workdir) / f"static-spc{spc}")
-    if Path(out, "manifest.json").exists():
-        return out
-    if not config.build:
-        raise FileNotFoundError(
-            f"no static memory at {out}: make it with `python jobs/distill_static.py --data "
-            f"{data} --out {out} --spc {spc}` or drop --no-build"
-        )
-    print(f"search: distilling the static memory (spc {spc}) into {out}", flush=True)
-    iterations = 2 if config.smoke else config.static_iterations
-    run_distillation(
-        DistillConfig(
-            method="dm",
-            stage="static",
-            data=data,
-            out=out,
-            ipc=spc,
-            iterations=iterations,
-            method_config=smoke_settings(STATIC_METHODS["dm"].Config) if config.smoke else {},
-            final_eval=False,
-            seed=space.seed,
-            device=config.device,
-        ),
-        tracking,
-    )
-    return out
 
 
 # -- the experiment ------------------------------------------------------------------------------
@@ -387,7 +265,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                     f"{space.budget.trials} trials; its state is in {storage}/{name}: "
                     "run the same command again to resume it"
                 )
-            results = _trial_results(grid)
+            results = trial_results(grid)
             best = best_trial(results, space)
             best_set = export_best(inputs.trial_out(best["trial_id"]), work / "best")
             judging_started = time.perf_counter()
@@ -449,82 +327,3 @@ def _close_stopped_trials(tracker: Tracker, parent_run_id: str | None) -> None:
             client.set_terminated(run.info.run_id, status="KILLED")
 
     tracker.call("close stopped trials", close)
-
-
-def _trial_results(grid) -> list[dict[str, Any]]:
-    """Each trial's last report with its point and id (errored trials have none)."""
-    results = []
-    for result in grid:
-        metrics = dict(result.metrics or {})
-        if "trial_id" in metrics:
-            results.append({**metrics, "config": dict(result.config or {})})
-    return results
-
-
-def best_trial(results: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any]:
-    """The completed, finite trial with the best last evaluation."""
-    done = [
-        r
-        for r in results
-        if r.get("iteration") == space.budget.iterations and not r.get("diverged")
-    ]
-    if not done:
-        raise RuntimeError(
-            f"none of the {len(results)} trials ran its {space.budget.iterations} iterations "
-            "without diverging; widen the space or lower the learning rates"
-        )
-    sign = 1 if space.objective.mode == "max" else -1
-    done.sort(key=lambda r: r["trial_id"])  # ties go to the same trial on every re-run
-    return max(done, key=lambda r: sign * r[space.objective.metric])
-
-
-def pareto_front(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed trials no other beats on both accuracy (higher) and stored MiB (lower)."""
-    done = [r for r in results if "stored_mib" in r and not r.get("diverged")]
-    front = [
-        r
-        for r in done
-        if not any(
-            o["eval_top1"] >= r["eval_top1"]
-            and o["stored_mib"] <= r["stored_mib"]
-            and (o["eval_top1"], o["stored_mib"]) != (r["eval_top1"], r["stored_mib"])
-            for o in done
-        )
-    ]
-    return sorted(front, key=lambda r: r["stored_mib"])
-
-
-def export_best(trial_out: Path, best: Path) -> str:
-    """The best trial's distilled set, copied to ``best`` (``load_distilled(best)``)."""
-    best.mkdir(parents=True, exist_ok=True)
-    for file in (MANIFEST, TENSORS):
-        shutil.copy2(trial_out / file, best / file)
-    return str(best)
-
-
-def judge_best(best_set, trial_id, data, space, config, run) -> list:
-    """The full protocol on the best set (cached per trial and protocol: a finished search
-    re-run reports, it does not re-evaluate)."""
-    cache = Path(best_set) / "search_evaluation.json"
-    eval_config = final_protocol(space)
-    protocol = eval_config.model_dump(mode="json")
-    key = {"trial_id": trial_id, "protocol": protocol, "full_epochs": config.full_epochs}
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        if all(saved.get(k) == v for k, v in key.items()):
-            return [ResultRow.from_dict(d, saved["groups"]) for d in saved["rows"]]
-    real = RealData.open(data, resolve_device(config.device))
-    synthetic, manifest = load_set(best_set)
-    name = f"best {space.method} ipc {space.ipc}"
-    own = manifest.get("eval", {})
-    rows = judged_rows(synthetic, own, real, space.ipc, eval_config, manifest["bytes"], name)
-    if config.full_epochs:
-        test = ArrowClipDataset(real.shards, "test")
-        full = eval_config.model_copy(update={"epochs": config.full_epochs, "repeats": 1})
-        flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = full_data_baseline(real, test, full, flip=flip)
-        rows.append(ResultRow("full real data", result, None, rows[0].groups))
-    log_rows(rows, run)
-    saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
-    cache.write_text(json.dumps(saved))
-    return rows

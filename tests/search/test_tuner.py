@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from s2d_ray.search import load_space
+from s2d_ray.search.inputs import _ensure_experts
+from s2d_ray.search.results import best_trial, pareto_front
 from s2d_ray.search.trial import SearchInputs, final_protocol, trial_config
 from s2d_ray.search.tuner import (
     SearchConfig,
-    _ensure_experts,
     _sampler,
-    best_trial,
     experiment_name,
     load_config_space,
-    pareto_front,
     smoke_space,
     tune_param_space,
 )

@@ -1,0 +1,137 @@
+"""The search's inputs, reused when present and built when not, in the order data flows:
+prepared shards (the embedded dataset only; others need ``jobs/prepare_data.py`` first) → the
+expert store (Ray Train farm) → one static memory per spc the space can ask for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
+from s2d_ray.methods import METHODS, STATIC_METHODS, smoke_settings
+from s2d_ray.search.spaces import SearchSpace
+from s2d_ray.tracking import TrackingConfig
+
+if TYPE_CHECKING:
+    from s2d_ray.search.tuner import SearchConfig
+
+
+def ensure_inputs(
+    config: SearchConfig, space: SearchSpace, tracking: TrackingConfig
+) -> tuple[str, str | None, tuple[tuple[int, str], ...]]:
+    """(shards, expert store or None, static memories by spc), built where missing."""
+    work = Path(config.workdir)
+    data = config.data or str(work / "data")
+    if not (Path(data) / SHARDS_MANIFEST).exists() and "://" not in data:
+        if not config.build or space.dataset != "embedded":
+            raise FileNotFoundError(
+                f"no clip shards at {data}: prepare them first with `python jobs/prepare_data.py "
+                f"--dataset {space.dataset} --out {data} ...` and pass --data"
+            )
+        _prepare_embedded(data, config.smoke)
+    method = METHODS[space.method]
+    experts = None
+    if "experts" in method.Config.model_fields:
+        experts = config.experts or str(work / "experts")
+        _ensure_experts(config, space, data, experts, tracking)
+    statics = []
+    if method.needs_static:
+        for spc in _static_sizes(space):
+            statics.append((spc, _ensure_static(config, space, data, spc, tracking)))
+    return data, experts, tuple(statics)
+
+
+def _prepare_embedded(out: str, smoke: bool) -> None:
+    from s2d_ray.data import PrepareConfig, prepare
+
+    print(f"search: preparing the embedded dataset in {out}", flush=True)
+    prepare(
+        PrepareConfig(dataset="embedded", out=out, max_videos_per_class=4 if smoke else None),
+        progress=False,
+    )
+
+
+def _ensure_experts(config, space, data, out, tracking) -> None:
+    from s2d_ray.experts.farm import FarmConfig, run_farm
+    from s2d_ray.experts.store import TrajectoryStore
+    from s2d_ray.experts.training import ExpertConfig
+
+    defaults = METHODS[space.method].Config.model_fields
+    points = [*space.paper, space.corner("low"), space.corner("high")]
+    settings = [space.trial_settings(p)[0] for p in points]
+
+    def most(key: str) -> int:  # what any trial may read of the trajectories
+        return max(s.get(key, defaults[key].default) for s in settings)
+
+    max_start, expert_epochs = most("max_start_epoch"), most("expert_epochs")
+    count = 1 if config.smoke else config.num_experts
+    complete = 0
+    if Path(out, "store.json").exists() or "://" in out:
+        complete = len(TrajectoryStore.open(out).experts(complete_only=True))
+    if complete >= count:
+        return
+    if not config.build:
+        raise FileNotFoundError(
+            f"{out} holds {complete} complete experts, the search needs {count}; train them "
+            f"with `python jobs/train_experts.py --data {data} --out {out} --num-experts "
+            f"{count}` or drop --no-build"
+        )
+    expert = ExpertConfig(max_start_epoch=max_start, expert_epochs=expert_epochs)
+    # An expert trainer is a trial's size of work: on a GPU box it gets a trial's GPU share.
+    gpus = (
+        space.resources.gpu if config.farm_gpus_per_worker is None else config.farm_gpus_per_worker
+    )
+    print(f"search: training {count - complete} experts into {out}", flush=True)
+    run_farm(
+        FarmConfig(
+            data=data,
+            out=out,
+            num_experts=count,
+            workers=min(config.farm_workers, count - complete),
+            gpus_per_worker=gpus,
+            expert=expert,
+        ),
+        tracking,
+        progress=False,
+    )
+
+
+def _static_sizes(space: SearchSpace) -> list[int]:
+    ratios = [space.fixed.get("spc:dpc")] if "spc:dpc" in space.fixed else []
+    if "spc:dpc" in space.space:
+        ratios += space.space["spc:dpc"].values
+    if not ratios:
+        return [space.ipc]  # the S2D methods' default: one still per video
+    return sorted({space.trial_settings({**space.corner("low"), "spc:dpc": r})[1] for r in ratios})
+
+
+def _ensure_static(config, space, data, spc, tracking) -> str:
+    from s2d_ray.distill import DistillConfig, run_distillation
+
+    out = str(Path(config.workdir) / f"static-spc{spc}")
+    if Path(out, "manifest.json").exists():
+        return out
+    if not config.build:
+        raise FileNotFoundError(
+            f"no static memory at {out}: make it with `python jobs/distill_static.py --data "
+            f"{data} --out {out} --spc {spc}` or drop --no-build"
+        )
+    print(f"search: distilling the static memory (spc {spc}) into {out}", flush=True)
+    iterations = 2 if config.smoke else config.static_iterations
+    run_distillation(
+        DistillConfig(
+            method="dm",
+            stage="static",
+            data=data,
+            out=out,
+            ipc=spc,
+            iterations=iterations,
+            method_config=smoke_settings(STATIC_METHODS["dm"].Config) if config.smoke else {},
+            final_eval=False,
+            seed=space.seed,
+            device=config.device,
+        ),
+        tracking,
+    )
+    return out

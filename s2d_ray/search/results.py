@@ -1,0 +1,98 @@
+"""After the trials: the best trial (or the Pareto front), its set exported and judged by the
+final protocol beside the random-real and full-data rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from s2d_ray.data import ArrowClipDataset, get_dataset
+from s2d_ray.distill import judged_rows, log_rows
+from s2d_ray.evaluation import ResultRow, full_data_baseline
+from s2d_ray.methods import RealData
+from s2d_ray.models import resolve_device
+from s2d_ray.search.spaces import SearchSpace
+from s2d_ray.search.trial import final_protocol
+from s2d_ray.synthetic import load_set
+from s2d_ray.synthetic.io import MANIFEST, TENSORS
+
+
+def trial_results(grid) -> list[dict[str, Any]]:
+    """Each trial's last report with its point and id (errored trials have none)."""
+    results = []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        if "trial_id" in metrics:
+            results.append({**metrics, "config": dict(result.config or {})})
+    return results
+
+
+def best_trial(results: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any]:
+    """The completed, finite trial with the best last evaluation."""
+    done = [
+        r
+        for r in results
+        if r.get("iteration") == space.budget.iterations and not r.get("diverged")
+    ]
+    if not done:
+        raise RuntimeError(
+            f"none of the {len(results)} trials ran its {space.budget.iterations} iterations "
+            "without diverging; widen the space or lower the learning rates"
+        )
+    sign = 1 if space.objective.mode == "max" else -1
+    done.sort(key=lambda r: r["trial_id"])  # ties go to the same trial on every re-run
+    return max(done, key=lambda r: sign * r[space.objective.metric])
+
+
+def pareto_front(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Completed trials no other beats on both accuracy (higher) and stored MiB (lower)."""
+    done = [r for r in results if "stored_mib" in r and not r.get("diverged")]
+    front = [
+        r
+        for r in done
+        if not any(
+            o["eval_top1"] >= r["eval_top1"]
+            and o["stored_mib"] <= r["stored_mib"]
+            and (o["eval_top1"], o["stored_mib"]) != (r["eval_top1"], r["stored_mib"])
+            for o in done
+        )
+    ]
+    return sorted(front, key=lambda r: r["stored_mib"])
+
+
+def export_best(trial_out: Path, best: Path) -> str:
+    """The best trial's distilled set, copied to ``best`` (``load_distilled(best)``)."""
+    best.mkdir(parents=True, exist_ok=True)
+    for file in (MANIFEST, TENSORS):
+        shutil.copy2(trial_out / file, best / file)
+    return str(best)
+
+
+def judge_best(best_set, trial_id, data, space, config, run) -> list:
+    """The full protocol on the best set (cached per trial and protocol: a finished search
+    re-run reports, it does not re-evaluate)."""
+    cache = Path(best_set) / "search_evaluation.json"
+    eval_config = final_protocol(space)
+    protocol = eval_config.model_dump(mode="json")
+    key = {"trial_id": trial_id, "protocol": protocol, "full_epochs": config.full_epochs}
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if all(saved.get(k) == v for k, v in key.items()):
+            return [ResultRow.from_dict(d, saved["groups"]) for d in saved["rows"]]
+    real = RealData.open(data, resolve_device(config.device))
+    synthetic, manifest = load_set(best_set)
+    name = f"best {space.method} ipc {space.ipc}"
+    own = manifest.get("eval", {})
+    rows = judged_rows(synthetic, own, real, space.ipc, eval_config, manifest["bytes"], name)
+    if config.full_epochs:
+        test = ArrowClipDataset(real.shards, "test")
+        full = eval_config.model_copy(update={"epochs": config.full_epochs, "repeats": 1})
+        flip = get_dataset(real.shards.manifest["dataset"]).flip
+        result = full_data_baseline(real, test, full, flip=flip)
+        rows.append(ResultRow("full real data", result, None, rows[0].groups))
+    log_rows(rows, run)
+    saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
+    cache.write_text(json.dumps(saved))
+    return rows
