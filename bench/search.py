@@ -68,7 +68,7 @@ from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
 from s2d_ray.search.inputs import ensure_inputs
 from s2d_ray.search.trial import SearchInputs, final_protocol
-from s2d_ray.search.tuner import SearchConfig, build_tuner, experiment_name, load_config_space
+from s2d_ray.search.tuner import SearchConfig, experiment_name, load_config_space, run_experiment
 from s2d_ray.synthetic import load_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import TrackingConfig
@@ -102,7 +102,7 @@ def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchInput
     if not ray.is_initialized():
         ray.init(configure_logging=False, log_to_driver=False)
     name = f"bench-{label}-{experiment_name(space)}"
-    grid = build_tuner(inputs, str(Path(config.workdir) / "tune"), name).fit()
+    grid = run_experiment(inputs, str(Path(config.workdir) / "tune"), name)
     reports = []
     for result in grid:
         frame = result.metrics_dataframe

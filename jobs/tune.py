@@ -56,7 +56,11 @@ def parse_args(argv: list[str] | None = None, method: str | None = None) -> argp
     p.add_argument("--device", default="auto")
     p.add_argument("--mlflow-uri", help="default: $MLFLOW_TRACKING_URI, else <workdir>/mlflow.db")
     p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--smoke-test", action="store_true", help="2 tiny trials, every stage")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="2 tiny trials, every stage; tiny inputs built in <workdir>/smoke",
+    )
     args = p.parse_args(argv)
     if method is not None:
         args.method = method

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +48,19 @@ from s2d_ray.methods.checkpoint import load_checkpoint, save_checkpoint
 from s2d_ray.models import resolve_device
 from s2d_ray.synthetic import SyntheticImages, SyntheticSet, load_set, save_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
-from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig
+from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig, Usage
 from s2d_ray.tracking.previews import class_gifs, frame_difference_png, grid_png
 
 MIB = 2**20
 
 
 class DivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint is kept. Carries the set's
+    stored size, which a search on accuracy against MiB still needs for the failed point."""
+
+    def __init__(self, message: str, stored_mib: float = math.nan) -> None:
+        super().__init__(message)
+        self.stored_mib = stored_mib
 
 
 class DistillConfig(StrictConfig):
@@ -136,8 +140,8 @@ def run_distillation(
 ) -> DistillSummary:
     """One distillation run: build, resume, iterate, save, judge, track. A search trial
     passes its parent MLflow run, its tags and a hook that sees every periodic evaluation."""
-    started = time.perf_counter()
     device = resolve_device(config.device)
+    usage = Usage(device)  # wall time and peak memory, logged with every evaluation
     real = RealData.open(config.data, device, normalize=config.eval.normalize)
     method_cls = get_method(config.method, config.registry)
     method_config = resolve_method_config(config, real)
@@ -158,11 +162,14 @@ def run_distillation(
     run_tags |= tags or {}
     if static_manifest.get("mlflow_run_id"):
         run_tags["s2d.static_run"] = static_manifest["mlflow_run_id"]
+    # One MLflow run per output folder: the checkpoint's key alone would let another search's
+    # trial at the same point (or a run into another folder) reopen this run.
+    run_key = config_fingerprint({"checkpoint": key, "out": config.out})
     with Tracker(tracking).start_run(
         f"{config.method}-ipc{config.ipc}",
         parent_run_id=parent_run_id,
         tags=run_tags,
-        resume_key=f"distill/{key}",
+        resume_key=f"distill/{run_key}",
     ) as run:
         params = config.model_dump(mode="json", exclude={"method_config", "eval"})
         params |= {f"method.{k}": v for k, v in method_config.model_dump().items()}
@@ -188,7 +195,7 @@ def run_distillation(
 
         losses = []
         if method.iterative:
-            losses = _iterate(config, method, key, start, run, on_evaluation, publish)
+            losses = _iterate(config, method, key, start, run, usage, on_evaluation, publish)
         manifest = publish()
         summary = DistillSummary(
             config.out,
@@ -202,8 +209,10 @@ def run_distillation(
         )
         if config.final_eval:
             summary.rows = judge(config, method, real, manifest["bytes"], run)
-        summary.seconds = time.perf_counter() - started
-        run.log_metrics({"seconds": summary.seconds, "stored_mib": manifest["bytes"] / MIB})
+        used = usage.metrics()
+        summary.seconds = used["seconds"]
+        step = config.iterations if method.iterative else None  # MLflow's latest: the last step
+        run.log_metrics(used | {"stored_mib": manifest["bytes"] / MIB}, step=step)
     return summary
 
 
@@ -213,6 +222,7 @@ def _iterate(
     key: str,
     start: int,
     run: RunHandle,
+    usage: Usage,
     on_evaluation: OnEvaluation | None = None,
     publish: Callable[[], dict] | None = None,
 ) -> list[float]:
@@ -237,7 +247,8 @@ def _iterate(
                 what = "the learnt tensors became non-finite"
             raise DivergedError(
                 f"{config.method}: {what} at iteration {iteration + 1}; stopped ({kept}). "
-                "Lower the learning rates and re-run."
+                "Lower the learning rates and re-run.",
+                method.synthetic.storage_bytes(config.storage_dtype) / MIB,
             )
         losses.append(metrics["loss"])
         pending.append((iteration + 1, metrics))
@@ -247,19 +258,25 @@ def _iterate(
             run.log_metric_steps(pending)
             pending = []
         periodic = config.eval_every and done % config.eval_every == 0
-        if periodic and (done < config.iterations or not config.final_eval):
+        last = done == config.iterations and config.eval_every and not config.final_eval
+        if (periodic and done < config.iterations) or last:
             quick = with_own_settings(
                 config.eval.model_copy(update={"repeats": config.eval_repeats_during}),
                 method.eval_overrides(),
             )
             result = evaluate_items(method.synthetic, method.context.real, quick)
-            evaluation = {"eval_top1": result.mean, "eval_top5": result.top5_mean}
-            run.log_metrics(evaluation, step=done)
+            evaluation = {
+                "eval_top1": result.mean,
+                "eval_top1_std": result.std,
+                "eval_top5": result.top5_mean,
+                "stored_mib": method.synthetic.storage_bytes(config.storage_dtype) / MIB,
+            }
+            # A search's scheduler may stop the run at the report: log what it used first.
+            run.log_metrics(evaluation | usage.metrics(), step=done)
             if on_evaluation is not None:
                 if publish is not None and done < config.iterations:  # the end publishes
                     publish()
-                mib = method.synthetic.storage_bytes(config.storage_dtype) / MIB
-                on_evaluation(done, {**metrics, **evaluation, "stored_mib": mib})
+                on_evaluation(done, {**metrics, **evaluation})
             print(
                 f"[{config.method}] iteration {done}: loss {metrics['loss']:.4g}, "
                 f"top-1 {100 * result.mean:.1f}%",

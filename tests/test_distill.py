@@ -19,6 +19,7 @@ from s2d_ray.tracking import TrackingConfig
 
 OFF = TrackingConfig.disabled()
 FAST = {"batch_real": 4}
+ONE_EPOCH = EvalConfig(epochs=1, repeats=1)
 
 
 def config(data, out, **kw) -> DistillConfig:
@@ -152,8 +153,9 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_the_last_checkpoint(
         return {**out, "loss": float("nan")} if iteration == 4 else out
 
     monkeypatch.setattr(_DistributionMatching, "step", diverge)
-    with pytest.raises(DivergedError, match=r"nan at iteration 5.*checkpoint of iteration 4"):
+    with pytest.raises(DivergedError, match=r"nan at iteration 5.*checkpoint of iteration 4") as e:
         run_distillation(config(embedded_small, tmp_path / "x"), OFF)
+    assert e.value.stored_mib == pytest.approx(10 * 8 * 3 * 64 * 64 * 4 / 2**20)  # for a search
     state = json.loads((tmp_path / "x" / "checkpoint" / "state.json").read_text())
     assert state["iteration"] == 3
     assert not (tmp_path / "x" / "manifest.json").exists()  # no set from a diverged run
@@ -289,3 +291,30 @@ def test_tracked_run_logs_params_losses_results_artefacts_and_lineage(
     assert len(summary.rows) == 2 and summary.rows[1].name == "random real ipc 1"
     assert (tmp_path / "s2d" / "evaluation.json").exists()
     assert S2DDM.needs_static
+
+
+def test_a_search_trial_is_evaluated_at_its_last_iteration_off_the_interval(
+    embedded_small, tmp_path
+):
+    """A trial (no final evaluation) reports its last iteration even when eval_every does
+    not divide the iterations: the search ranks it by that report."""
+    seen = []
+    run_distillation(
+        config(embedded_small, tmp_path / "x", iterations=5, eval_every=2, eval=ONE_EPOCH),
+        OFF,
+        on_evaluation=lambda iteration, metrics: seen.append((iteration, sorted(metrics))),
+    )
+    assert [iteration for iteration, _ in seen] == [2, 4, 5]
+    assert {"eval_top1", "eval_top1_std", "stored_mib"} <= set(seen[-1][1])
+
+
+def test_one_mlflow_run_per_output_folder(embedded_small, tmp_path):
+    """The same configuration into another folder (another search's trial at the same
+    point) is another run; into the same folder it continues its run."""
+    tracking = TrackingConfig.create(tmp_path, "s2d/test")
+    first = run_distillation(config(embedded_small, tmp_path / "a", iterations=2), tracking)
+    again = run_distillation(config(embedded_small, tmp_path / "a", iterations=4), tracking)
+    other = run_distillation(config(embedded_small, tmp_path / "b", iterations=2), tracking)
+    assert again.run_id == first.run_id != other.run_id
+    metrics = MlflowClient(tracking.uri).get_run(first.run_id).data.metrics
+    assert metrics["seconds"] > 0 and metrics["peak_rss_mib"] > 100  # torch alone is more

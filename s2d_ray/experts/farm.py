@@ -34,7 +34,7 @@ from s2d_ray.experts.training import (
 )
 from s2d_ray.files import join
 from s2d_ray.models import resolve_device
-from s2d_ray.tracking import Tracker, TrackingConfig
+from s2d_ray.tracking import Tracker, TrackingConfig, shared_store
 
 
 class FarmConfig(StrictConfig):
@@ -162,11 +162,8 @@ class FarmSummary:
 
 
 def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = True) -> FarmSummary:
-    """Train every missing expert of ``config`` with Ray Train; returns the store's experts."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
+    """Train every missing expert of ``config`` with Ray Train; returns the store's experts.
+    Its workers log each epoch; on an sqlite store they do so through a local server."""
     started = time.perf_counter()
     shards = ClipShards(config.data)
     config = config.model_copy(update={"expert": config.expert.for_data(shards)})
@@ -193,45 +190,15 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
             digest=shards.fingerprint,
             source=config.data,
         )
+        workers = min(config.workers, len(todo))
         if todo:
             # Before ray.init, so that the workers it starts inherit it: no duplicated prints.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
             init_ray()
-            loop_config = {
-                "farm": config.model_dump(mode="json"),
-                "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
-                "train_ref": ray.put(shards.read_table("train")),
-                "test_ref": ray.put(shards.read_table("test")),
-                "settings": settings,
-                "dataset_fingerprint": shards.fingerprint,
-                "tracking": asdict(tracking),
-                "parent_run_id": parent.run_id,
-                "run_key": run_key,
-                "todo": todo,
-            }
-            resources = {"CPU": config.cpus_per_worker}
-            if config.gpus_per_worker:
-                resources["GPU"] = config.gpus_per_worker
-            trainer = TorchTrainer(
-                farm_worker_loop,
-                train_loop_config=loop_config,
-                # The experts train apart, with no collective: gloo works on any node, where
-                # NCCL (Ray's choice with GPUs) fails on one whose GPU is only declared.
-                torch_config=TorchConfig(backend="gloo"),
-                scaling_config=ScalingConfig(
-                    num_workers=min(config.workers, len(todo)),
-                    use_gpu=config.gpus_per_worker > 0,
-                    resources_per_worker=resources,
-                ),
-                run_config=RunConfig(
-                    name=f"farm-{run_key}",
-                    storage_path=_train_storage(config),
-                    failure_config=FailureConfig(max_failures=config.max_failures),
-                    worker_runtime_env=worker_runtime_env(),  # also when Ray was up before
-                ),
-            )
-            with _Progress(store, config, enabled=progress):
-                trainer.fit()
+            with shared_store(tracking, workers) as workers_tracking:
+                trainer = _trainer(config, shards, settings, workers_tracking, parent, todo)
+                with _Progress(store, config, enabled=progress):
+                    trainer.fit()
         store.refresh()  # re-read what the workers wrote
         experts = store.experts(complete_only=True)
         missing = _unfinished(store, config)
@@ -242,6 +209,48 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
             )
         parent.log_metrics({"experts_complete": len(experts)})
         return FarmSummary(config.out, experts, todo, time.perf_counter() - started, parent.run_id)
+
+
+def _trainer(config, shards, settings, tracking, parent, todo: list[int]):
+    """Ray Train's worker group: one expert after another on each of ``workers`` workers."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    run_key = config.run_key(shards.fingerprint)
+    loop_config = {
+        "farm": config.model_dump(mode="json"),
+        "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
+        "train_ref": ray.put(shards.read_table("train")),
+        "test_ref": ray.put(shards.read_table("test")),
+        "settings": settings,
+        "dataset_fingerprint": shards.fingerprint,
+        "tracking": asdict(tracking),
+        "parent_run_id": parent.run_id,
+        "run_key": run_key,
+        "todo": todo,
+    }
+    resources = {"CPU": config.cpus_per_worker}
+    if config.gpus_per_worker:
+        resources["GPU"] = config.gpus_per_worker
+    return TorchTrainer(
+        farm_worker_loop,
+        train_loop_config=loop_config,
+        # The experts train apart, with no collective: gloo works on any node, where
+        # NCCL (Ray's choice with GPUs) fails on one whose GPU is only declared.
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=min(config.workers, len(todo)),
+            use_gpu=config.gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=f"farm-{run_key}",
+            storage_path=_train_storage(config),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            worker_runtime_env=worker_runtime_env(),  # also when Ray was up before
+        ),
+    )
 
 
 def _unfinished(store: TrajectoryStore, config: FarmConfig) -> list[int]:

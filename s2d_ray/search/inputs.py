@@ -1,6 +1,10 @@
 """The search's inputs, reused when present and built when not, in the order data flows:
 prepared shards (the embedded dataset only; others need ``jobs/prepare_data.py`` first) → the
 expert store (Ray Train farm) → one static memory per spc the space can ask for.
+
+Reused inputs are checked against the space before any trial starts (the shards' dataset, the
+experts' shards and length), so a mismatch is one error, not one per trial. A smoke test
+builds its tiny inputs under ``<workdir>/smoke``, never where a real search would reuse them.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
+from s2d_ray.data.stream import ClipShards
 from s2d_ray.methods import METHODS, STATIC_METHODS, smoke_settings
 from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.tracking import TrackingConfig
@@ -21,7 +26,7 @@ def ensure_inputs(
     config: SearchConfig, space: SearchSpace, tracking: TrackingConfig
 ) -> tuple[str, str | None, tuple[tuple[int, str], ...]]:
     """(shards, expert store or None, static memories by spc), built where missing."""
-    work = Path(config.workdir)
+    work = inputs_dir(config)
     data = config.data or str(work / "data")
     if not (Path(data) / SHARDS_MANIFEST).exists() and "://" not in data:
         if not config.build or space.dataset != "embedded":
@@ -30,6 +35,12 @@ def ensure_inputs(
                 f"--dataset {space.dataset} --out {data} ...` and pass --data"
             )
         _prepare_embedded(data, config.smoke)
+    holds = ClipShards(data).manifest["dataset"]
+    if holds != space.dataset:
+        raise ValueError(
+            f"the shards at {data} hold {holds}, the space {config.space} searches "
+            f"{space.dataset}: pass --data with {space.dataset}'s shards (or another --workdir)"
+        )
     method = METHODS[space.method]
     experts = None
     if "experts" in method.Config.model_fields:
@@ -40,6 +51,11 @@ def ensure_inputs(
         for spc in _static_sizes(space):
             statics.append((spc, _ensure_static(config, space, data, spc, tracking)))
     return data, experts, tuple(statics)
+
+
+def inputs_dir(config: SearchConfig) -> Path:
+    """Where missing inputs are built: the workdir, or its ``smoke`` folder for a smoke test."""
+    return Path(config.workdir) / "smoke" if config.smoke else Path(config.workdir)
 
 
 def _prepare_embedded(out: str, smoke: bool) -> None:
@@ -70,6 +86,8 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     if Path(out, "store.json").exists() or "://" in out:
         complete = len(TrajectoryStore.open(out).experts(complete_only=True))
     if complete >= count:
+        longest = {"max_start_epoch": max_start, "expert_epochs": expert_epochs}
+        _check_experts(space, data, out, points[0] | longest)
         return
     if not config.build:
         raise FileNotFoundError(
@@ -97,6 +115,17 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     )
 
 
+def _check_experts(space: SearchSpace, data: str, experts: str, point: dict) -> None:
+    """What every trial's trajectory matching would check, once: experts trained on other
+    shards, on other clips, or too short for the space's longest unroll."""
+    from s2d_ray.methods import DistillContext, RealData
+    from s2d_ray.methods.mtt import open_experts
+
+    settings = {**space.trial_settings(point)[0], "experts": experts}
+    config = METHODS[space.method].Config.model_validate(settings)
+    open_experts(config, DistillContext(RealData.open(data), space.ipc, space.seed))
+
+
 def _static_sizes(space: SearchSpace) -> list[int]:
     ratios = [space.fixed.get("spc:dpc")] if "spc:dpc" in space.fixed else []
     if "spc:dpc" in space.space:
@@ -109,7 +138,7 @@ def _static_sizes(space: SearchSpace) -> list[int]:
 def _ensure_static(config, space, data, spc, tracking) -> str:
     from s2d_ray.distill import DistillConfig, run_distillation
 
-    out = str(Path(config.workdir) / f"static-spc{spc}")
+    out = str(inputs_dir(config) / f"static-spc{spc}")
     if Path(out, "manifest.json").exists():
         return out
     if not config.build:

@@ -17,6 +17,7 @@ from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.search.trial import final_protocol
 from s2d_ray.synthetic import load_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
+from s2d_ray.tracking import RunHandle
 
 
 def trial_results(grid) -> list[dict[str, Any]]:
@@ -72,7 +73,8 @@ def export_best(trial_out: Path, best: Path) -> str:
 
 def judge_best(best_set, trial_id, data, space, config, run) -> list:
     """The full protocol on the best set (cached per trial and protocol: a finished search
-    re-run reports, it does not re-evaluate)."""
+    re-run reports, it does not re-evaluate), logged on the search's run ``run`` and on the
+    best trial's own run."""
     cache = Path(best_set) / "search_evaluation.json"
     eval_config = final_protocol(space)
     protocol = eval_config.model_dump(mode="json")
@@ -93,6 +95,8 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         result = full_data_baseline(real, test, full, flip=flip)
         rows.append(ResultRow("full real data", result, None, rows[0].groups))
     log_rows(rows, run)
+    if manifest.get("mlflow_run_id"):
+        log_rows(rows, RunHandle(run.tracker, manifest["mlflow_run_id"]))
     saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
     cache.write_text(json.dumps(saved))
     return rows

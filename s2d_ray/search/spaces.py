@@ -154,8 +154,11 @@ class SearchSpace(StrictConfig):
 
     @model_validator(mode="after")
     def _consistent(self):
+        from s2d_ray.data import DATASETS
         from s2d_ray.methods import METHODS
 
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset {self.dataset!r} is not one of {sorted(DATASETS)}")
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not one of {sorted(METHODS)}")
         fields = set(METHODS[self.method].Config.model_fields)

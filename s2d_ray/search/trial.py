@@ -95,10 +95,13 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(inputs, point, trial_id)
     checkpoint_dir = Path(config.out) / FOLDER
+    # Tune's checkpoint is the truth: a local one left by a run interrupted before its first
+    # report would resume the distillation ahead of Tune's count, and ASHA would compare this
+    # trial at a later iteration than the others at the same rung.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     restored = tune.get_checkpoint()
     if restored is not None:  # Tuner.restore: put the distillation's checkpoint back
         with restored.as_directory() as saved:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
             shutil.copytree(saved, checkpoint_dir)
 
     last: dict[str, float] = {}
@@ -128,6 +131,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
             on_evaluation=report,
         )
     except DivergedError as exc:  # a bad point, not a broken search: the searcher learns it
-        tune.report({"eval_top1": 0.0, "diverged": 1.0, "error": str(exc)[:200]})
+        failed = {"eval_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}
+        tune.report(failed | {"error": str(exc)[:200]})
         return
     tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,7 @@ from s2d_ray.tracking import (
     Tracker,
     TrackingConfig,
     probe_http_store,
-    start_local_server,
-    stop_local_server,
+    shared_store,
 )
 from s2d_ray.tracking.config import is_http_uri
 
@@ -58,6 +57,7 @@ class SearchConfig(StrictConfig):
     space: str = Field(description="search-space YAML (tune_spaces/)")
     overrides: list[str] = Field(default_factory=list, description="--set section.key=value")
     workdir: str = "work/search"
+    # Built where missing, by default in <workdir> (in <workdir>/smoke for a smoke test):
     data: str | None = Field(default=None, description="clip shards; default <workdir>/data")
     experts: str | None = Field(default=None, description="expert store; <workdir>/experts")
     num_experts: int = Field(default=4, ge=1)
@@ -138,6 +138,31 @@ def experiment_name(space: SearchSpace) -> str:
     return f"{space.name}-{space.fingerprint()[:8]}"
 
 
+def run_experiment(inputs: SearchInputs, storage: str, name: str):
+    """Tune's results: a finished experiment's as they stand (its errored trials are results
+    too, not work to redo), an interrupted one resumed, or a new one run."""
+    from ray import tune
+
+    path = f"{storage.rstrip('/')}/{name}"
+    restoring = tune.Tuner.can_restore(path)  # before a new Tuner writes its state there
+    tuner = build_tuner(inputs, storage, name)
+    if restoring:
+        try:
+            grid = tuner.get_results()
+        except RuntimeError:  # stopped before Tune saved any trial
+            grid = None
+        if grid is not None and _finished(grid, inputs.space.budget.trials):
+            print(f"search: {path} is finished; reporting it", flush=True)
+            return grid
+        print(f"search: resuming {path}", flush=True)
+    return tuner.fit()
+
+
+def _finished(grid, trials: int) -> bool:
+    """Every trial of the budget has ended, errored ones included."""
+    return len(grid) >= trials and grid.num_terminated + grid.num_errors == len(grid)
+
+
 def build_tuner(inputs: SearchInputs, storage: str, name: str):
     """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
     from ray import tune
@@ -153,7 +178,6 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
     # state at every report, as resuming needs; its warning about that would repeat each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if tune.Tuner.can_restore(path):
-        print(f"search: resuming {path}", flush=True)
         return tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -176,7 +200,7 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
         if space.scheduler.type == "asha":
             scheduler = ASHAScheduler(
                 time_attr="training_iteration",  # one per periodic evaluation
-                max_t=budget.iterations // budget.eval_every,
+                max_t=-(-budget.iterations // budget.eval_every),  # the last may be short
                 grace_period=space.scheduler.grace_period,
                 reduction_factor=space.scheduler.reduction_factor,
             )
@@ -231,20 +255,10 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             raise ValueError(f"the MLflow server {tracking.uri} does not answer ({exc})") from None
     data, experts, statics = ensure_inputs(config, space, tracking)
     phases = {"inputs": time.perf_counter() - started}
-    server = None
-    if (
-        space.budget.max_concurrent > 1
-        and tracking.enabled
-        and str(tracking.uri).startswith("sqlite")
-    ):  # parallel trials never share one sqlite file: they log through a local server
-        url, server = start_local_server(
-            tracking.uri, work / "mlartifacts", log_file=work / "mlflow-server.log"
-        )
-        tracking = replace(tracking, uri=url, artifact_root=None)
-    tracker = Tracker(tracking)
     tags = {"s2d.role": "search", "s2d.search": space.name, "s2d.method": space.method}
     tags |= {"s2d.dataset": space.dataset, "s2d.ipc": space.ipc, "s2d.seed": space.seed}
-    try:
+    with shared_store(tracking, space.budget.max_concurrent) as tracking:
+        tracker = Tracker(tracking)
         with tracker.start_run(
             f"search-{space.name}", tags=tags, resume_key=f"search/{name}"
         ) as parent:
@@ -256,10 +270,10 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             init_ray()
             storage = str(work / "tune")
             trials_started = time.perf_counter()
-            grid = build_tuner(inputs, storage, name).fit()
+            grid = run_experiment(inputs, storage, name)
             phases["trials"] = time.perf_counter() - trials_started
             _close_stopped_trials(tracker, parent.run_id)
-            if grid.num_terminated + grid.num_errors < space.budget.trials:
+            if not _finished(grid, space.budget.trials):
                 raise SearchInterrupted(
                     f"search {name} interrupted after {grid.num_terminated} of "
                     f"{space.budget.trials} trials; its state is in {storage}/{name}: "
@@ -267,7 +281,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 )
             results = trial_results(grid)
             best = best_trial(results, space)
-            best_set = export_best(inputs.trial_out(best["trial_id"]), work / "best")
+            best_set = export_best(inputs.trial_out(best["trial_id"]), work / "best" / name)
             judging_started = time.perf_counter()
             rows = judge_best(best_set, best["trial_id"], data, space, config, parent)
             phases["judging"] = time.perf_counter() - judging_started
@@ -296,9 +310,6 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 | {f"seconds_{phase}": s for phase, s in phases.items()}
             )
             return summary
-    finally:
-        if server is not None:
-            stop_local_server(server)
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -12,7 +12,7 @@ from s2d_ray.tracking.config import (
     default_artifact_root,
     resolve_tracking_uri,
 )
-from s2d_ray.tracking.server import start_local_server, stop_local_server
+from s2d_ray.tracking.server import shared_store, start_local_server, stop_local_server
 from s2d_ray.tracking.tracker import (
     PARENT_RUN_TAG,
     RESUME_KEY_TAG,
@@ -21,6 +21,7 @@ from s2d_ray.tracking.tracker import (
     TrackingWarning,
     probe_http_store,
 )
+from s2d_ray.tracking.usage import Usage
 
 __all__ = [
     "PARENT_RUN_TAG",
@@ -29,10 +30,12 @@ __all__ = [
     "Tracker",
     "TrackingConfig",
     "TrackingWarning",
+    "Usage",
     "absolutize_tracking_uri",
     "default_artifact_root",
     "probe_http_store",
     "resolve_tracking_uri",
+    "shared_store",
     "start_local_server",
     "stop_local_server",
 ]

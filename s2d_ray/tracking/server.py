@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from s2d_ray.tracking.config import absolutize_tracking_uri
+from s2d_ray.tracking.config import TrackingConfig, absolutize_tracking_uri
 
 
 def _free_port(host: str) -> int:
@@ -107,3 +109,26 @@ def stop_local_server(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) ->
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def shared_store(tracking: TrackingConfig, writers: int) -> Iterator[TrackingConfig]:
+    """The tracking that ``writers`` processes logging at once should use: an sqlite store
+    is served by a local ``mlflow server`` for the duration (many processes never write one
+    sqlite file), anything else is used as it is. The experiment is created in the store
+    first, so that its artifacts stay in the workdir's folder rather than the server's."""
+    uri = tracking.uri or ""
+    if writers <= 1 or not tracking.enabled or not uri.startswith("sqlite:///"):
+        yield tracking
+        return
+    from s2d_ray.tracking.tracker import Tracker
+
+    Tracker(tracking).experiment_id()
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    url, server = start_local_server(
+        uri, folder / "mlartifacts", log_file=folder / "mlflow-server.log"
+    )
+    try:
+        yield replace(tracking, uri=url, artifact_root=None)
+    finally:
+        stop_local_server(server)

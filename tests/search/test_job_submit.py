@@ -134,7 +134,8 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     for child in children:  # a trial ASHA stopped keeps the set of its last evaluation
         _check_trial_artifacts(client, child.info.run_id, tmp_path / child.info.run_id)
 
-    best = s2d_ray.load_distilled(workdir / "best")
+    (exported,) = (workdir / "best").iterdir()  # one folder per search
+    best = s2d_ray.load_distilled(exported)
     assert best.num_classes == 10 and len(best) % 10 == 0
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(best.num_classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -66,6 +66,7 @@ paper:
         (GOOD + "fixed: {syn_steps: 3}\n", "both searched (space) and fixed"),
         (GOOD + "budget: {iterations: 10, eval_every: 50}\n", "the scheduler would never see"),
         (GOOD.replace("s2d-mtt", "mttt"), "method 'mttt' is not one of"),
+        (GOOD.replace("embedded", "embeded"), "dataset 'embeded' is not one of"),
         (GOOD.replace("ipc: 1", "ipc: one"), "ipc: Input should be a valid integer"),
         ("- a\n- list\n", "expected a mapping"),
         ("dataset: [unclosed\n", "not valid YAML"),

@@ -84,18 +84,27 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
     assert len({c.data.tags["s2d.trial_id"] for c in children}) == 2
     assert {r.info.run_id for r in interrupted} <= {r.info.run_id for r in found}
     assert {c.data.tags["s2d.search"] for c in children} == {"embedded_ipc1_s2d-mtt"}
-    for child in children:
-        assert "method.lr_dynamic" in child.data.params and "eval_top1" in child.data.metrics
+    used = {"eval_top1", "eval_top1_std", "stored_mib", "seconds", "peak_rss_mib"}
+    for child in children:  # ASHA-stopped ones too: logged with each evaluation
+        assert "method.lr_dynamic" in child.data.params and used <= set(child.data.metrics)
         assert child.info.status in ("FINISHED", "KILLED")
         distilled = {a.path for a in client.list_artifacts(child.info.run_id, "distilled")}
         assert distilled == {"distilled/manifest.json", "distilled/tensors.safetensors"}
     assert parent.data.tags["s2d.best_trial"] in {c.data.tags["s2d.trial_id"] for c in children}
     assert "final_top1_mean" in parent.data.metrics
+    (best_run,) = [
+        c for c in children if c.data.tags["s2d.trial_id"] == parent.data.tags["s2d.best_trial"]
+    ]
+    best_judged = client.get_run(best_run.info.run_id).data.metrics  # judged on its own run too
+    assert best_judged["final_top1_mean"] == parent.data.metrics["final_top1_mean"]
     assert {"seconds_inputs", "seconds_trials", "seconds_judging"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert artifacts == {"best/manifest.json", "best/tensors.safetensors"}
 
-    best = s2d_ray.load_distilled(workdir / "best")  # the exported set trains a network
+    assert (workdir / "smoke" / "data").is_dir() and not (workdir / "data").exists()
+    (exported,) = (workdir / "best").iterdir()  # one folder per search
+    assert f"best set: {exported} " in printed
+    best = s2d_ray.load_distilled(exported)  # the exported set trains a network
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(best.num_classes))
     loader = torch.utils.data.DataLoader(best, batch_size=4, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -108,7 +117,9 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
 
     # the same command again: the finished search is reported, not redone
     assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
-    assert "best trial " + parent.data.tags["s2d.best_trial"] in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "is finished; reporting it" in again and "resuming" not in again
+    assert "best trial " + parent.data.tags["s2d.best_trial"] in again
     assert len(runs(workdir)[0]) == len(found)
 
 

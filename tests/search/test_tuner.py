@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from s2d_ray.search import load_space
-from s2d_ray.search.inputs import _ensure_experts
+from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_dir
 from s2d_ray.search.results import best_trial, pareto_front
 from s2d_ray.search.trial import SearchInputs, final_protocol, trial_config
 from s2d_ray.search.tuner import (
@@ -90,6 +90,28 @@ def test_expert_trainers_get_a_trials_gpu_share_unless_told(tmp_path, monkeypatc
     config = SearchConfig(space="x.yaml", workdir=str(tmp_path), farm_gpus_per_worker=flag)
     _ensure_experts(config, s, str(tmp_path / "data"), str(tmp_path / "experts"), None)
     assert [c.gpus_per_worker for c in asked] == [gpus]
+
+
+def test_reused_inputs_that_do_not_fit_the_space_fail_before_any_trial(
+    embedded_small, embedded_experts, tmp_path
+):
+    def inputs(name, *overrides):
+        s = load_space(SPACES / name, list(overrides))
+        config = SearchConfig(
+            space=name, workdir=str(tmp_path), data=embedded_small, experts=embedded_experts
+        )
+        ensure_inputs(config.model_copy(update={"num_experts": 2}), s, TrackingConfig.disabled())
+
+    with pytest.raises(ValueError, match="hold embedded, the space hmdb51_ipc1_s2d-mtt.yaml"):
+        inputs("hmdb51_ipc1_s2d-mtt.yaml")
+    with pytest.raises(ValueError, match="no complete expert with the 6 snapshots"):
+        inputs("quickstart/embedded_ipc1_s2d-mtt.yaml", "fixed.max_start_epoch=5")
+
+
+def test_a_smoke_test_builds_its_inputs_apart(tmp_path):
+    assert inputs_dir(SearchConfig(space="x.yaml", workdir=str(tmp_path))) == tmp_path
+    smoke = SearchConfig(space="x.yaml", workdir=str(tmp_path), smoke=True)
+    assert inputs_dir(smoke) == tmp_path / "smoke"
 
 
 def test_experiment_name_is_stable_and_follows_the_space():

@@ -8,10 +8,12 @@ import pickle
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from s2d_ray.tracking import (
     PARENT_RUN_TAG,
@@ -19,7 +21,9 @@ from s2d_ray.tracking import (
     Tracker,
     TrackingConfig,
     TrackingWarning,
+    Usage,
     resolve_tracking_uri,
+    shared_store,
     start_local_server,
     stop_local_server,
 )
@@ -402,3 +406,38 @@ def test_local_server_round_trip(tmp_path: Path) -> None:
     finally:
         stop_local_server(proc)
     assert proc.poll() is not None
+
+
+@pytest.mark.slow
+def test_parallel_writers_log_to_sqlite_through_a_local_server(tmp_path: Path) -> None:
+    """One writer uses the sqlite file; several get a server for the duration, and the
+    experiment (created in the file first) keeps its artefacts in the workdir's folder."""
+    tracking = TrackingConfig.create(tmp_path, "ds-shared")
+    with shared_store(tracking, 1) as alone:
+        assert alone == tracking
+    note = tmp_path / "note.txt"
+    note.write_text("hi")
+    with shared_store(tracking, 2) as served:
+        assert served.uri.startswith("http://127.0.0.1:")
+        with Tracker(served).start_run("worker") as run:
+            run.log_metrics({"loss": 0.5})
+            run.log_artifact(note)
+    with pytest.raises(OSError):  # stopped on the way out
+        urllib.request.urlopen(served.uri + "/health", timeout=2)
+    client = MlflowClient(tracking.uri)
+    assert client.get_run(run.run_id).data.metrics == {"loss": 0.5}
+    location = client.get_experiment_by_name("ds-shared").artifact_location
+    assert location == tracking.artifact_root
+    assert list(Path(location.removeprefix("file://")).rglob("note.txt"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_peak_memory_is_the_runs_not_the_processes() -> None:
+    """A Ray actor runs trial after trial: each run's peak starts from what is resident."""
+    first = Usage()
+    big = torch.ones(256 << 20, dtype=torch.uint8)  # 256 MiB, touched
+    used = first.metrics()
+    del big
+    after = Usage().metrics()
+    assert used["peak_rss_mib"] - after["peak_rss_mib"] > 200
+    assert used["seconds"] >= 0 and "peak_cuda_mib" not in used
