@@ -4,11 +4,14 @@ ASHA on the periodic evaluation), then judge and export the best distilled set.
     python jobs/tune.py --method s2d-mtt                      # embedded dataset, IPC 1
     python jobs/tune.py --method s2d-dm --dataset hmdb51 --ipc 5 --data work/hmdb51
     python jobs/tune.py --method s2d-mtt --set budget.trials=24 --num-samples 24
-    ray job submit --working-dir . -- python jobs/tune_mtt.py --workdir /shared/search
+    ray job submit --working-dir . -- python jobs/tune_mtt.py --dataset hmdb51 \
+        --storage s3://bucket/hmdb51 --data s3://bucket/hmdb51/data --workdir ~/work \
+        --mlflow-uri http://HEAD_IP:5000
 
 The space is tune_spaces/<dataset>_ipc<ipc>_<method>.yaml unless --space names another.
-Missing inputs are built in --workdir (shards of the embedded set, experts, static memories);
-re-running the same command resumes an interrupted search and reports a finished one.
+Missing inputs are built in --storage, the workdir unless given (shards of the embedded set,
+experts, static memories); re-running the same command resumes an interrupted search and
+reports a finished one.
 """
 
 from __future__ import annotations
@@ -32,9 +35,14 @@ def parse_args(argv: list[str] | None = None, method: str | None = None) -> argp
     p.add_argument("--space", help="search-space YAML (default: tune_spaces/<dataset>_ipc<k>_...)")
     p.add_argument("--dataset", default="embedded", help="picks the default space")
     p.add_argument("--ipc", type=int, default=1, help="picks the default space")
-    p.add_argument("--data", help="clip shards (default: <workdir>/data, built if embedded)")
-    p.add_argument("--experts", help="expert store (default: <workdir>/experts, built if missing)")
-    p.add_argument("--workdir", default="work/search")
+    p.add_argument("--data", help="clip shards (default: <storage>/data, built if embedded)")
+    p.add_argument("--experts", help="expert store (default: <storage>/experts, built if missing)")
+    p.add_argument("--workdir", default="work/search", help="this node's files (MLflow, best)")
+    p.add_argument(
+        "--storage",
+        help="storage every node reaches, for a cluster (s3://bucket/prefix or a shared mount): "
+        "Tune's results, experts, static memories (default: the workdir)",
+    )
     p.add_argument("--num-samples", type=int, help="trials (the space's budget.trials)")
     p.add_argument(
         "--set",
@@ -59,7 +67,7 @@ def parse_args(argv: list[str] | None = None, method: str | None = None) -> argp
     p.add_argument(
         "--smoke-test",
         action="store_true",
-        help="2 tiny trials, every stage; tiny inputs built in <workdir>/smoke",
+        help="2 tiny trials, every stage; tiny inputs built in <storage>/smoke",
     )
     args = p.parse_args(argv)
     if method is not None:
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None, method: str | None = None) -> int:
             space=space,
             overrides=overrides,
             workdir=args.workdir,
+            storage=args.storage,
             data=args.data,
             experts=args.experts,
             num_experts=args.num_experts,

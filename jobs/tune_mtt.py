@@ -3,7 +3,9 @@ Tune + Optuna, then judge and export the best set; jobs/tune.py with --method s2
 
     python jobs/tune_mtt.py                       # the embedded dataset, IPC 1, from scratch
     python jobs/tune_mtt.py --smoke-test          # two tiny trials through every stage
-    ray job submit --working-dir . -- python jobs/tune_mtt.py --workdir /shared/search
+    ray job submit --working-dir . -- python jobs/tune_mtt.py --dataset hmdb51 \
+        --storage s3://bucket/hmdb51 --data s3://bucket/hmdb51/data --workdir ~/work \
+        --mlflow-uri http://HEAD_IP:5000
 """
 
 from __future__ import annotations

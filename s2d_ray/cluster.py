@@ -28,3 +28,17 @@ def init_ray(**kwargs) -> None:
     if ray.is_initialized():
         return
     ray.init(runtime_env=worker_runtime_env(), configure_logging=False, **kwargs)
+
+
+def run_with_resources(fn, *args, cpu: float, gpu: float, remote: bool, **kwargs):
+    """``fn(*args, **kwargs)``, in this process or, ``remote``, as a Ray task that holds
+    ``cpu`` and ``gpu``: on a cluster the driver sits on a head that does not train, and the
+    work a search does outside its trials (the static memory, the final judging) belongs
+    where the trials run."""
+    if not remote:
+        return fn(*args, **kwargs)
+    import ray
+
+    init_ray()
+    task = ray.remote(num_cpus=cpu, num_gpus=gpu, runtime_env=worker_runtime_env())(fn)
+    return ray.get(task.remote(*args, **kwargs))

@@ -32,6 +32,17 @@ def join(parent: str, *names: str) -> str:
     return parent
 
 
+def fetch(uri: str, folder: str) -> str:
+    """Copy the file or folder at ``uri`` into the local ``folder``; returns the local path."""
+    fs, path = filesystem(uri)
+    local = os.path.join(folder, path.rstrip("/").rsplit("/", 1)[-1])
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        os.makedirs(local, exist_ok=True)  # copy_files fills a folder, it does not make it
+    here = pafs.LocalFileSystem()
+    pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=here)
+    return local
+
+
 def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 

@@ -1,6 +1,7 @@
 """The shipped cluster definition passes Ray's own schema check offline (no cloud calls), and
 what the schema does not check: worker bounds, integer resources, local paths that exist,
-token auth on every node, loopback-only dashboards, one place naming the shared storage."""
+token auth on every node, a loopback dashboard, current images, idempotent setup, one place
+naming the shared storage."""
 
 from __future__ import annotations
 
@@ -57,8 +58,33 @@ def test_token_auth_and_loopback_everywhere(config):
     others = [c for c in starts if "ray start" in c and c not in ray_starts]
     assert len(ray_starts) == 2 and not others
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
-    assert "--host 127.0.0.1" in " ".join(config["head_setup_commands"])  # the MLflow server
+    # MLflow on the head's private address, where trials on the workers reach it; never all
+    server = " ".join(config["head_setup_commands"])
+    assert "mlflow server --host $(hostname -I | awk '{print $1}')" in server
+    assert "0.0.0.0" not in (ROOT / "ray_cluster.yaml").read_text()
     assert "~/.ray/auth_token" in config["file_mounts"]
+    assert "'export RAY_AUTH_MODE=token" in config["setup_commands"][0]  # jobs from the head
+
+
+def test_images_are_current_ubuntu_with_a_gpu_driver_where_there_are_gpus(config):
+    """Ray's ``latest_dlami`` is an Ubuntu 18.04 image with CUDA 11.2: too old a glibc for
+    the torch wheel and too old a driver for its CUDA. EC2 resolves AWS's public SSM
+    parameters at launch instead."""
+    for name, node in config["available_node_types"].items():
+        image = node["node_config"]["ImageId"]
+        assert image.startswith("resolve:ssm:/aws/service/") and "22.04" in image, name
+        gpu = node["resources"].get("GPU", 0) > 0
+        assert ("nvidia-driver" in image) == gpu, name
+
+
+def test_setup_is_idempotent_and_installs_into_one_venv(config):
+    """``ray up`` again re-runs every setup command: nothing may pile up or start twice."""
+    setup = config["setup_commands"]
+    assert "> ~/.s2d_env" in setup[0] and ">> ~/.s2d_env" not in setup[0]
+    assert setup[1].startswith("grep -qx 'source ~/.s2d_env' ~/.bashrc ||")
+    assert any("uv venv --allow-existing --python 3.11 ~/s2d-venv" in c for c in setup)
+    assert any("pip install --python ~/s2d-venv/bin/python -e ~/s2d-ray" in c for c in setup)
+    assert "curl -sf $MLFLOW_TRACKING_URI/health ||" in config["head_setup_commands"][-1]
 
 
 def test_the_shared_storage_is_named_in_one_place():

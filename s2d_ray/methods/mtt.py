@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from s2d_ray.config import absolute_uri
-from s2d_ray.data.stream import standardize
+from s2d_ray.data.stream import ClipShards, standardize
 from s2d_ray.experts.store import TrajectoryStore
 from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
@@ -90,33 +90,44 @@ def open_experts(config: MTTConfig, context: DistillContext) -> TrajectoryStore:
             "trajectory matching needs expert trajectories: pass --experts STORE, made by "
             "`python jobs/train_experts.py --data SHARDS --out STORE --num-experts N`"
         )
-    store = TrajectoryStore.open(config.experts)
-    real, settings = context.real, store.settings
-    if store.dataset_fingerprint != real.shards.fingerprint:
+    real = context.real
+    return check_experts(
+        config.experts, real.shards, real.normalize, config.max_start_epoch, config.expert_epochs
+    )
+
+
+def check_experts(
+    experts: str, shards: ClipShards, normalize: str, max_start_epoch: int, expert_epochs: int
+) -> TrajectoryStore:
+    """The store at ``experts``, if it fits these shards (read from their manifest alone, so
+    a search checks it once on its driver) and holds an expert long enough for the unroll."""
+    store = TrajectoryStore.open(experts)
+    settings = store.settings
+    if store.dataset_fingerprint != shards.fingerprint:
         raise ValueError(
-            f"the experts in {config.experts} were trained on dataset fingerprint "
-            f"{store.dataset_fingerprint}, the data is {real.shards.fingerprint}; train "
+            f"the experts in {experts} were trained on dataset fingerprint "
+            f"{store.dataset_fingerprint}, the data is {shards.fingerprint}; train "
             "experts on these shards"
         )
-    if list(settings["clip_shape"]) != list(real.clip_shape) or (
-        settings["num_classes"] != real.num_classes
+    t, h, w, c = shards.clip_shape
+    if list(settings["clip_shape"]) != [t, c, h, w] or settings["num_classes"] != (
+        shards.num_classes
     ):
         raise ValueError(
             f"the experts' network takes {settings['num_classes']} classes of clips "
-            f"{settings['clip_shape']}, the data has {real.num_classes} of {list(real.clip_shape)}"
+            f"{settings['clip_shape']}, the data has {shards.num_classes} of {[t, c, h, w]}"
         )
-    if settings["normalize"] != real.normalize:
+    if settings["normalize"] != normalize:
         raise ValueError(
-            f"the experts saw {settings['normalize']!r} normalisation, this run uses "
-            f"{real.normalize!r}"
+            f"the experts saw {settings['normalize']!r} normalisation, this run uses {normalize!r}"
         )
-    need = config.max_start_epoch + config.expert_epochs
+    need = max_start_epoch + expert_epochs
     have = {e.expert_id: e.num_snapshots for e in store.experts()}
     if not any(n >= need for n in have.values()):
         shown = ", ".join(f"expert {k}: {v}" for k, v in have.items()) or "no complete experts"
         raise ValueError(
-            f"{config.experts} has no complete expert with the {need} snapshots "
-            f"max_start_epoch={config.max_start_epoch} + expert_epochs={config.expert_epochs} "
+            f"{experts} has no complete expert with the {need} snapshots "
+            f"max_start_epoch={max_start_epoch} + expert_epochs={expert_epochs} "
             f"need ({shown}); train the experts longer (--epochs {need - 1}) or lower "
             "--max-start-epoch"
         )

@@ -2,20 +2,24 @@
 prepared shards (the embedded dataset only; others need ``jobs/prepare_data.py`` first) → the
 expert store (Ray Train farm) → one static memory per spc the space can ask for.
 
-Reused inputs are checked against the space before any trial starts (the shards' dataset, the
-experts' shards and length), so a mismatch is one error, not one per trial. A smoke test
-builds its tiny inputs under ``<workdir>/smoke``, never where a real search would reuse them.
+They live on the search's shared storage (``--storage``: a bucket or a mount every node
+reaches; the workdir on one machine), since trials on any node read them. Reused inputs are
+checked against the space before any trial starts (the shards' dataset, the experts' shards
+and length), so a mismatch is one error, not one per trial. A smoke test builds its tiny
+inputs under ``smoke/``, never where a real search would reuse them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from s2d_ray import files
+from s2d_ray.cluster import run_with_resources
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
 from s2d_ray.data.stream import ClipShards
 from s2d_ray.methods import METHODS, STATIC_METHODS, smoke_settings
 from s2d_ray.search.spaces import SearchSpace
+from s2d_ray.synthetic.io import MANIFEST
 from s2d_ray.tracking import TrackingConfig
 
 if TYPE_CHECKING:
@@ -26,9 +30,9 @@ def ensure_inputs(
     config: SearchConfig, space: SearchSpace, tracking: TrackingConfig
 ) -> tuple[str, str | None, tuple[tuple[int, str], ...]]:
     """(shards, expert store or None, static memories by spc), built where missing."""
-    work = inputs_dir(config)
-    data = config.data or str(work / "data")
-    if not (Path(data) / SHARDS_MANIFEST).exists() and "://" not in data:
+    root = inputs_root(config)
+    data = config.data or files.join(root, "data")
+    if not _holds(data, SHARDS_MANIFEST):
         if not config.build or space.dataset != "embedded":
             raise FileNotFoundError(
                 f"no clip shards at {data}: prepare them first with `python jobs/prepare_data.py "
@@ -39,12 +43,12 @@ def ensure_inputs(
     if holds != space.dataset:
         raise ValueError(
             f"the shards at {data} hold {holds}, the space {config.space} searches "
-            f"{space.dataset}: pass --data with {space.dataset}'s shards (or another --workdir)"
+            f"{space.dataset}: pass --data with {space.dataset}'s shards (or another --storage)"
         )
     method = METHODS[space.method]
     experts = None
     if "experts" in method.Config.model_fields:
-        experts = config.experts or str(work / "experts")
+        experts = config.experts or files.join(root, "experts")
         _ensure_experts(config, space, data, experts, tracking)
     statics = []
     if method.needs_static:
@@ -53,9 +57,16 @@ def ensure_inputs(
     return data, experts, tuple(statics)
 
 
-def inputs_dir(config: SearchConfig) -> Path:
-    """Where missing inputs are built: the workdir, or its ``smoke`` folder for a smoke test."""
-    return Path(config.workdir) / "smoke" if config.smoke else Path(config.workdir)
+def inputs_root(config: SearchConfig) -> str:
+    """Where missing inputs are built: the shared storage (the workdir unless ``--storage``),
+    or its ``smoke`` folder for a smoke test."""
+    root = config.storage or config.workdir
+    return files.join(root, "smoke") if config.smoke else root
+
+
+def _holds(folder: str, name: str) -> bool:
+    fs, path = files.filesystem(folder)
+    return files.exists(fs, files.join(path, name))
 
 
 def _prepare_embedded(out: str, smoke: bool) -> None:
@@ -83,7 +94,7 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     max_start, expert_epochs = most("max_start_epoch"), most("expert_epochs")
     count = 1 if config.smoke else config.num_experts
     complete = 0
-    if Path(out, "store.json").exists() or "://" in out:
+    if _holds(out, "store.json"):
         complete = len(TrajectoryStore.open(out).experts(complete_only=True))
     if complete >= count:
         longest = {"max_start_epoch": max_start, "expert_epochs": expert_epochs}
@@ -118,12 +129,18 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
 def _check_experts(space: SearchSpace, data: str, experts: str, point: dict) -> None:
     """What every trial's trajectory matching would check, once: experts trained on other
     shards, on other clips, or too short for the space's longest unroll."""
-    from s2d_ray.methods import DistillContext, RealData
-    from s2d_ray.methods.mtt import open_experts
+    from s2d_ray.evaluation import EvalConfig
+    from s2d_ray.methods.mtt import check_experts
 
-    settings = {**space.trial_settings(point)[0], "experts": experts}
-    config = METHODS[space.method].Config.model_validate(settings)
-    open_experts(config, DistillContext(RealData.open(data), space.ipc, space.seed))
+    settings = space.trial_settings(point)[0]
+    normalize = EvalConfig().normalize  # what the trials' distillations use
+    check_experts(
+        experts,
+        ClipShards(data),
+        normalize,
+        settings["max_start_epoch"],
+        settings["expert_epochs"],
+    )
 
 
 def _static_sizes(space: SearchSpace) -> list[int]:
@@ -138,8 +155,15 @@ def _static_sizes(space: SearchSpace) -> list[int]:
 def _ensure_static(config, space, data, spc, tracking) -> str:
     from s2d_ray.distill import DistillConfig, run_distillation
 
-    out = str(inputs_dir(config) / f"static-spc{spc}")
-    if Path(out, "manifest.json").exists():
+    out = files.join(inputs_root(config), f"static-spc{spc}")
+    if _holds(out, MANIFEST):
+        fs, path = files.filesystem(out)
+        made_from = files.read_json(fs, files.join(path, MANIFEST))["dataset"]["fingerprint"]
+        if made_from != ClipShards(data).fingerprint:
+            raise ValueError(
+                f"the static memory at {out} was distilled from other shards than {data}; "
+                "delete it to distil it again, or give another --storage"
+            )
         return out
     if not config.build:
         raise FileNotFoundError(
@@ -148,7 +172,9 @@ def _ensure_static(config, space, data, spc, tracking) -> str:
         )
     print(f"search: distilling the static memory (spc {spc}) into {out}", flush=True)
     iterations = 2 if config.smoke else config.static_iterations
-    run_distillation(
+    resources = space.resources
+    run_with_resources(
+        run_distillation,
         DistillConfig(
             method="dm",
             stage="static",
@@ -162,5 +188,8 @@ def _ensure_static(config, space, data, spc, tracking) -> str:
             device=config.device,
         ),
         tracking,
+        cpu=resources.cpu,
+        gpu=resources.gpu,
+        remote=config.offload(space),
     )
     return out

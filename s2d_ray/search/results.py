@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from s2d_ray.cluster import run_with_resources
 from s2d_ray.data import ArrowClipDataset, get_dataset
 from s2d_ray.distill import judged_rows, log_rows
 from s2d_ray.evaluation import ResultRow, full_data_baseline
@@ -21,12 +22,15 @@ from s2d_ray.tracking import RunHandle
 
 
 def trial_results(grid) -> list[dict[str, Any]]:
-    """Each trial's last report with its point and id (errored trials have none)."""
+    """Each trial's last report with its point, id and checkpoint (errored trials have none).
+    The checkpoint holds the set of that report, in Tune's storage: the driver reads it there,
+    whichever node ran the trial."""
     results = []
     for result in grid:
         metrics = dict(result.metrics or {})
         if "trial_id" in metrics:
-            results.append({**metrics, "config": dict(result.config or {})})
+            config = dict(result.config or {})
+            results.append({**metrics, "config": config, "checkpoint": result.checkpoint})
     return results
 
 
@@ -63,11 +67,13 @@ def pareto_front(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: r["stored_mib"])
 
 
-def export_best(trial_out: Path, best: Path) -> str:
-    """The best trial's distilled set, copied to ``best`` (``load_distilled(best)``)."""
+def export_best(checkpoint, best: Path) -> str:
+    """The best trial's distilled set, from its last checkpoint into ``best``
+    (``load_distilled(best)``)."""
     best.mkdir(parents=True, exist_ok=True)
-    for file in (MANIFEST, TENSORS):
-        shutil.copy2(trial_out / file, best / file)
+    with checkpoint.as_directory() as saved:
+        for file in (MANIFEST, TENSORS):
+            shutil.copy2(Path(saved) / file, best / file)
     return str(best)
 
 
@@ -83,20 +89,40 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         saved = json.loads(cache.read_text())
         if all(saved.get(k) == v for k, v in key.items()):
             return [ResultRow.from_dict(d, saved["groups"]) for d in saved["rows"]]
-    real = RealData.open(data, resolve_device(config.device))
     synthetic, manifest = load_set(best_set)
     name = f"best {space.method} ipc {space.ipc}"
-    own = manifest.get("eval", {})
-    rows = judged_rows(synthetic, own, real, space.ipc, eval_config, manifest["bytes"], name)
-    if config.full_epochs:
-        test = ArrowClipDataset(real.shards, "test")
-        full = eval_config.model_copy(update={"epochs": config.full_epochs, "repeats": 1})
-        flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = full_data_baseline(real, test, full, flip=flip)
-        rows.append(ResultRow("full real data", result, None, rows[0].groups))
+    rows = run_with_resources(
+        judged_table,
+        synthetic,
+        manifest,
+        name,
+        data,
+        space.ipc,
+        eval_config,
+        config.full_epochs,
+        config.device,
+        cpu=space.resources.cpu,
+        gpu=space.resources.gpu,
+        remote=config.offload(space),
+    )
     log_rows(rows, run)
     if manifest.get("mlflow_run_id"):
         log_rows(rows, RunHandle(run.tracker, manifest["mlflow_run_id"]))
     saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
     cache.write_text(json.dumps(saved))
+    return rows
+
+
+def judged_table(synthetic, manifest, name, data, ipc, eval_config, full_epochs, device) -> list:
+    """The set's row and random real's of the same size, and the full data's when
+    ``full_epochs``: the work of judging, which runs where a trial would."""
+    real = RealData.open(data, resolve_device(device))
+    own = manifest.get("eval", {})
+    rows = judged_rows(synthetic, own, real, ipc, eval_config, manifest["bytes"], name)
+    if full_epochs:
+        test = ArrowClipDataset(real.shards, "test")
+        full = eval_config.model_copy(update={"epochs": full_epochs, "repeats": 1})
+        flip = get_dataset(real.shards.manifest["dataset"]).flip
+        result = full_data_baseline(real, test, full, flip=flip)
+        rows.append(ResultRow("full real data", result, None, rows[0].groups))
     return rows

@@ -1,9 +1,11 @@
 """One search trial: a distillation run at a sampled point of the space, reporting every
 periodic evaluation to Tune (ASHA stops the weak ones) with its checkpoint.
 
-The trial's distillation writes to ``<workdir>/trials/<trial id>``; each report carries that
-run's checkpoint, so a trial restored by ``Tuner.restore`` (on this node or another) resumes
-the distillation where it was, and its MLflow child run is continued, not duplicated.
+The trial's distillation writes to ``<workdir>/trials/<trial id>`` on its node; each report
+carries that folder (the set at that evaluation and the distillation's checkpoint) to Tune's
+storage. So a trial restored by ``Tuner.restore`` (on this node or another) resumes the
+distillation where it was, its MLflow child run is continued, not duplicated, and the
+driver exports the best set from there, whichever node ran it.
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     restored = tune.get_checkpoint()
     if restored is not None:  # Tuner.restore: put the distillation's checkpoint back
         with restored.as_directory() as saved:
-            shutil.copytree(saved, checkpoint_dir)
+            state = Path(saved) / FOLDER
+            if not state.is_dir():  # a search begun before reports carried the whole folder
+                state = Path(saved)
+            shutil.copytree(state, checkpoint_dir)
 
     last: dict[str, float] = {}
 
@@ -111,7 +116,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
         if iteration == config.iterations:  # after the set is saved: Tune may stop us at once
             last.update(metrics)
             return
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(config.out))
 
     tags = {"s2d.search": inputs.space.name, "s2d.trial_id": trial_id}
     tags |= {"s2d.data": inputs.data}  # lineage: what the trial was distilled from
@@ -134,4 +139,4 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
         failed = {"eval_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}
         tune.report(failed | {"error": str(exc)[:200]})
         return
-    tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+    tune.report(last, checkpoint=tune.Checkpoint.from_directory(config.out))

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from s2d_ray import files
 from s2d_ray.cluster import init_ray
 from s2d_ray.config import StrictConfig, absolute_uri
 from s2d_ray.methods import METHODS, smoke_settings
@@ -56,10 +57,15 @@ SMOKE_OVERRIDES = [
 class SearchConfig(StrictConfig):
     space: str = Field(description="search-space YAML (tune_spaces/)")
     overrides: list[str] = Field(default_factory=list, description="--set section.key=value")
-    workdir: str = "work/search"
-    # Built where missing, by default in <workdir> (in <workdir>/smoke for a smoke test):
-    data: str | None = Field(default=None, description="clip shards; default <workdir>/data")
-    experts: str | None = Field(default=None, description="expert store; <workdir>/experts")
+    workdir: str = Field(default="work/search", description="this node's: trials' scratch, best")
+    storage: str | None = Field(
+        default=None,
+        description="what every node reads and writes (s3://... or a shared mount): Tune's "
+        "results, the experts, the static memories; default: the workdir (one machine)",
+    )
+    # Built where missing, by default in <storage> (in <storage>/smoke for a smoke test):
+    data: str | None = Field(default=None, description="clip shards; default <storage>/data")
+    experts: str | None = Field(default=None, description="expert store; <storage>/experts")
     num_experts: int = Field(default=4, ge=1)
     farm_workers: int = Field(default=2, ge=1, description="parallel expert trainers")
     farm_gpus_per_worker: float | None = Field(
@@ -71,7 +77,18 @@ class SearchConfig(StrictConfig):
     full_epochs: int = Field(default=0, ge=0, description="also train on all real clips; 0: no")
     smoke: bool = False
 
-    _absolute = field_validator("workdir", "data", "experts")(absolute_uri)
+    _absolute = field_validator("workdir", "storage", "data", "experts")(absolute_uri)
+
+    @property
+    def on_cluster(self) -> bool:
+        """Shared storage means trials on other nodes: the head does not train, MLflow must
+        be a server they reach, and a lost node's trial is retried elsewhere."""
+        return self.storage is not None
+
+    def offload(self, space: SearchSpace) -> bool:
+        """Whether the driver's heavy work (static memory, judging) runs as a Ray task with
+        a trial's resources: on a cluster, or where trials have a GPU the driver may lack."""
+        return self.on_cluster or space.resources.gpu > 0
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -138,14 +155,16 @@ def experiment_name(space: SearchSpace) -> str:
     return f"{space.name}-{space.fingerprint()[:8]}"
 
 
-def run_experiment(inputs: SearchInputs, storage: str, name: str):
+def run_experiment(inputs: SearchInputs, storage: str, name: str, retries: int = 0):
     """Tune's results: a finished experiment's as they stand (its errored trials are results
-    too, not work to redo), an interrupted one resumed, or a new one run."""
+    too, not work to redo), an interrupted one resumed, or a new one run. ``retries``: how
+    often a failed trial starts again from its last checkpoint (on a cluster a node can go;
+    on one machine a failure is a bug)."""
     from ray import tune
 
     path = f"{storage.rstrip('/')}/{name}"
     restoring = tune.Tuner.can_restore(path)  # before a new Tuner writes its state there
-    tuner = build_tuner(inputs, storage, name)
+    tuner = build_tuner(inputs, storage, name, retries)
     if restoring:
         try:
             grid = tuner.get_results()
@@ -163,7 +182,7 @@ def _finished(grid, trials: int) -> bool:
     return len(grid) >= trials and grid.num_terminated + grid.num_errors == len(grid)
 
 
-def build_tuner(inputs: SearchInputs, storage: str, name: str):
+def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0):
     """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -220,6 +239,7 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str):
             name=name,
             storage_path=storage,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=retries),
             verbose=1,
         ),
     )
@@ -248,6 +268,12 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
     tracking = tracking.with_experiment(f"s2d/{space.dataset}")  # one experiment per dataset
     name = experiment_name(space)
     work = Path(config.workdir)
+    if tracking.enabled and not is_http_uri(tracking.uri) and config.on_cluster:
+        raise ValueError(
+            f"trials on other nodes cannot reach the MLflow store {tracking.uri}: with "
+            f"--storage {config.storage}, give --mlflow-uri a server every node reaches "
+            "(ray_cluster.yaml starts one on the head), or --no-mlflow"
+        )
     if tracking.enabled and is_http_uri(tracking.uri):  # before any work, not in trial 1
         try:
             probe_http_store(tracking.uri)
@@ -268,9 +294,9 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 space, data, str(work), tracking, experts, statics, parent.run_id, config.device
             )
             init_ray()
-            storage = str(work / "tune")
+            storage = files.join(config.storage or str(work), "tune")
             trials_started = time.perf_counter()
-            grid = run_experiment(inputs, storage, name)
+            grid = run_experiment(inputs, storage, name, retries=2 if config.on_cluster else 0)
             phases["trials"] = time.perf_counter() - trials_started
             _close_stopped_trials(tracker, parent.run_id)
             if not _finished(grid, space.budget.trials):
@@ -281,7 +307,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 )
             results = trial_results(grid)
             best = best_trial(results, space)
-            best_set = export_best(inputs.trial_out(best["trial_id"]), work / "best" / name)
+            best_set = export_best(best["checkpoint"], work / "best" / name)
             judging_started = time.perf_counter()
             rows = judge_best(best_set, best["trial_id"], data, space, config, parent)
             phases["judging"] = time.perf_counter() - judging_started

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from s2d_ray import files
 from s2d_ray.tracking.config import TrackingConfig, is_http_uri
 
 if TYPE_CHECKING:
@@ -481,8 +483,14 @@ class RunHandle:
         self._log_batch("tags", [RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Log a file, or a directory's contents, under ``artifact_path``."""
+        """Log a file, or a directory's contents, under ``artifact_path``. MLflow logs local
+        files: one named by a URI (``s3://...``) is fetched to a temporary folder first."""
         local = str(path)
+        if "://" in local:
+            if self.active:
+                with tempfile.TemporaryDirectory(prefix="s2d-artifact-") as tmp:
+                    self.log_artifact(files.fetch(local, tmp), artifact_path)
+            return
         if Path(local).is_dir():
             self._log("log artifacts", lambda c, rid: c.log_artifacts(rid, local, artifact_path))
         else:

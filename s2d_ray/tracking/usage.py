@@ -13,8 +13,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-
-import torch
+from typing import Any
 
 MIB = 1 << 20
 _STATUS = Path("/proc/self/status")
@@ -24,17 +23,22 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 class Usage:
     """Started with the run; ``metrics()`` at any point gives what the run used until then."""
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: Any = "cpu") -> None:
         self.started = time.perf_counter()
-        self.device = torch.device(device)
+        self.device = device
+        self.cuda = str(device).startswith("cuda")
         self.rss_reset = _reset_rss_peak()
-        if self.device.type == "cuda":
+        if self.cuda:
+            import torch  # only a run on CUDA has a device peak (tracking stays torch-free)
+
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def metrics(self) -> dict[str, float]:
         rss = "peak_rss_mib" if self.rss_reset else "process_peak_rss_mib"
         out = {"seconds": time.perf_counter() - self.started, rss: _rss_peak_bytes() / MIB}
-        if self.device.type == "cuda":
+        if self.cuda:
+            import torch
+
             out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(self.device) / MIB
         return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from s2d_ray.search import load_space
-from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_dir
+from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_root
 from s2d_ray.search.results import best_trial, pareto_front
 from s2d_ray.search.trial import SearchInputs, final_protocol, trial_config
 from s2d_ray.search.tuner import (
@@ -106,12 +106,18 @@ def test_reused_inputs_that_do_not_fit_the_space_fail_before_any_trial(
         inputs("hmdb51_ipc1_s2d-mtt.yaml")
     with pytest.raises(ValueError, match="no complete expert with the 6 snapshots"):
         inputs("quickstart/embedded_ipc1_s2d-mtt.yaml", "fixed.max_start_epoch=5")
+    (tmp_path / "static-spc1").mkdir()  # a static memory left by a search on other shards
+    (tmp_path / "static-spc1" / "manifest.json").write_text('{"dataset": {"fingerprint": "x"}}')
+    with pytest.raises(ValueError, match="static-spc1 was distilled from other shards"):
+        inputs("quickstart/embedded_ipc1_s2d-mtt.yaml")
 
 
-def test_a_smoke_test_builds_its_inputs_apart(tmp_path):
-    assert inputs_dir(SearchConfig(space="x.yaml", workdir=str(tmp_path))) == tmp_path
-    smoke = SearchConfig(space="x.yaml", workdir=str(tmp_path), smoke=True)
-    assert inputs_dir(smoke) == tmp_path / "smoke"
+def test_inputs_live_on_the_shared_storage_and_a_smoke_tests_apart(tmp_path):
+    def root(**kw):
+        return inputs_root(SearchConfig(space="x.yaml", workdir=str(tmp_path), **kw))
+
+    assert root() == str(tmp_path) and root(smoke=True) == f"{tmp_path}/smoke"
+    assert root(storage="s3://bucket/search", smoke=True) == "s3://bucket/search/smoke"
 
 
 def test_experiment_name_is_stable_and_follows_the_space():

@@ -186,6 +186,23 @@ def test_parent_and_children_across_processes(
     assert [(m.step, m.value) for m in remote] == [(7, 0.25)]
 
 
+def test_artefacts_named_by_a_uri_are_fetched_and_logged(
+    config: TrackingConfig, tmp_path: Path
+) -> None:
+    """A static memory on shared storage (s3://...) logs its set like a local one."""
+    remote = tmp_path / "bucket" / "static"
+    remote.mkdir(parents=True)
+    (remote / "manifest.json").write_text("{}")
+    with Tracker(config).start_run("static") as run:
+        run.log_artifact((remote / "manifest.json").as_uri(), "distilled")
+        run.log_artifact(remote.as_uri(), "whole")
+    client = MlflowClient(config.uri)
+    assert [a.path for a in client.list_artifacts(run.run_id, "distilled")] == [
+        "distilled/manifest.json"
+    ]
+    assert [a.path for a in client.list_artifacts(run.run_id, "whole")] == ["whole/manifest.json"]
+
+
 def test_input_manifest_is_a_run_input(config: TrackingConfig, tmp_path: Path) -> None:
     shards = tmp_path / "data" / "shards"
     manifest = {"root": str(shards), "num_clips": 12, "clip_shape": [8, 3, 32, 32], "files": ["a"]}
