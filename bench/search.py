@@ -145,8 +145,16 @@ def reached(points, target: float, value=lambda best, pick: best) -> tuple[int, 
 
 def expected_pick(pool: list[tuple[float, float]], k: int) -> float:
     """E[value of the best-scoring of k draws without replacement] over (score, value)
-    pairs, exactly: sum_i v_(i) C(i-1, k-1) / C(N, k) in order of score."""
-    ordered, n = sorted(pool), len(pool)
+    pairs, exactly: sum_i v_(i) C(i-1, k-1) / C(N, k) in order of score. Draws that tie on
+    the score count at their mean value (a search breaks such ties by trial id, blind to the
+    value); with fewer than k draws pooled, all of them are the k."""
+    if not pool:
+        return math.nan
+    tied: dict[float, list[float]] = {}
+    for score, value in pool:
+        tied.setdefault(score, []).append(value)
+    ordered = sorted((score, statistics.mean(tied[score])) for score, _ in pool)
+    n, k = len(ordered), min(k, len(ordered))
     return sum(v * math.comb(i, k - 1) for i, (_, v) in enumerate(ordered)) / math.comb(n, k)
 
 
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         [(v, v) for v in finals.values()],
         full * args.random_trials,
         statistics.mean(seconds) * args.random_trials,
-        {seed: max(mine.values()) for seed, mine in pools.items()},
+        {seed: max(mine.values(), default=math.nan) for seed, mine in pools.items()},
     )
     tpe, tpe_space = {}, pool_inputs.space
     for seed in args.tpe_seeds:
@@ -279,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
              "scheduler.type=asha", f"budget.trials={args.tpe_trials}", *args.tpe_set],
         )  # fmt: skip
         tpe_space = tpe_inputs.space
-        tpe[seed] = (curve(found, budget.eval_every), len({r["trial_id"] for r in found}))
+        every = tpe_inputs.space.budget.eval_every  # --set may change it for TPE alone
+        tpe[seed] = (curve(found, every), len({r["trial_id"] for r in found}))
     trials = {seed: count for seed, (_, count) in tpe.items()}
 
     print(
@@ -308,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         by_judged = {
             seed: (points, lambda best, pick: judged[pick]) for seed, (points, _) in tpe.items()
         }
-        own = {seed: judged[max(sorted(mine), key=mine.get)] for seed, mine in pools.items()}
+        own = {
+            seed: judged[max(sorted(mine), key=mine.get)] if mine else math.nan
+            for seed, mine in pools.items()
+        }
         judged_random = replace(random, pool=[(finals[t], judged[t]) for t in finals], own=own)
         print_target(by_judged, trials, judged_random, "judged top-1 %", name)
         print_shares(by_judged, judged_random, name)

@@ -49,6 +49,16 @@ def test_expected_pick_is_the_mean_over_every_draw(bench, k):
     assert bench.expected_pick(pool, len(pool)) == pytest.approx(0.49)  # all: the top score's
 
 
+def test_expected_pick_counts_ties_at_their_mean_and_takes_all_when_short(bench):
+    """Two draws tie on the score: a search keeps either, blind to their judged value."""
+    pool = [(0.5, 0.40), (0.5, 0.60), (0.1, 0.20)]
+    assert bench.expected_pick(pool, 1) == pytest.approx(0.40)
+    assert bench.expected_pick(pool, 2) == pytest.approx((0.50 + 0.40 + 0.60) / 3)
+    assert bench.expected_pick(pool, 3) == pytest.approx(0.50)
+    assert bench.expected_pick(pool, 8) == pytest.approx(0.50)  # a diverged draw left 3 of 8
+    assert math.isnan(bench.expected_pick([], 8))
+
+
 def test_curve_counts_compute_and_follows_the_pick(bench):
     reports = [
         report("b", 5, 0.30, 10.0),

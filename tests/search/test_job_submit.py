@@ -1,9 +1,10 @@
 """``ray job submit -- python jobs/tune_mtt.py --smoke-test`` against a local cluster with
-token authentication on, as a user on a GPU box does it: the job succeeds on 2 CPUs (the
-expert farm's Ray Train workers and the Tune trials share them without deadlock), its two
-trials run at once on half a GPU each (the head declares one logical GPU: Ray schedules
-fractions of it as of a real one), and the MLflow store holds one search with a child per
-trial, loadable artefacts and a trainable exported set."""
+token authentication on, as a user on a GPU box does it: the job succeeds on 2 CPUs within a
+bound (the deadlock guard: the job's driver, the expert farm's two Ray Train workers, the two
+trials at once on one CPU and half a GPU each, then the static memory's and the judging's Ray
+tasks, all on the same two CPUs; a trial nests no Ray work of its own), the head declares one
+logical GPU (Ray schedules fractions of it as of a real one), and the MLflow store holds one
+search with a child per trial, loadable artefacts and a trainable exported set."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from s2d_ray.synthetic import load_set
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
-SUBMIT_TIMEOUT_S = 900  # the smoke search takes about 2 minutes; a deadlock never ends
+SUBMIT_TIMEOUT_S = 480  # the smoke search takes about 2 minutes; a deadlock never ends
 
 
 def free_port() -> int:
@@ -90,6 +91,7 @@ def _answers(env: dict) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the cluster's start, the submission's bound, the checks
 def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path):
     env = token_cluster
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}

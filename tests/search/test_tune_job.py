@@ -124,23 +124,45 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
     assert len(runs(workdir)[0]) == len(found)
 
 
-def test_tune_bad_input_is_one_clear_line_before_any_trial(tmp_path, capsys):
+def test_tune_bad_input_is_one_clear_line_before_any_trial(
+    tmp_path, capsys, embedded_small, embedded_experts
+):
     job = load_job("tune")
-    base = ["--workdir", str(tmp_path / "w"), "--no-mlflow"]
+    work = tmp_path / "w"
+    base = ["--workdir", str(work), "--no-mlflow"]
+    quickstart = str(ROOT / "tune_spaces" / "quickstart" / "embedded_ipc1_s2d-mtt.yaml")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(Path(quickstart).read_text().replace("lr_dynamic:", "lr_dynamc:", 1))
+    no_experts = tmp_path / "no-experts"
+    no_experts.mkdir()
+    mtt, experts = ["--method", "s2d-mtt"], embedded_experts
+    two = ["--num-experts", "2", "--no-build"]
     cases = [
         (["--method", "s2d-mtt", "--dataset", "ucf11"], "no such search-space file"),
+        (["--method", "s2d-mtt", "--space", str(typo)], "space: ['lr_dynamc'] are not settings"),
         (["--method", "s2d-mtt", "--set", "budget.trails=3"], "budget.trails"),
         (["--method", "s2d-mtt", "--no-build"], "prepare them first"),
         (["--method", "s2d-dm", "--dataset", "hmdb51"], "no clip shards"),
+        (
+            [*mtt, "--data", embedded_small, "--experts", str(no_experts), "--no-build"],
+            "holds 0 complete experts, the search needs 4",
+        ),
+        (
+            [*mtt, "--space", quickstart, "--data", embedded_small, "--experts", experts, *two],
+            "no static memory at",
+        ),
     ]
     for args, message in cases:
         assert job.main(args + base) == 2, args
-        assert message in capsys.readouterr().err
-    unreachable = ["--method", "s2d-mtt", "--workdir", str(tmp_path / "w")]
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, (args, err)
+    assert not work.exists() or not any(work.iterdir())  # nothing built, no trial started
+    unreachable = ["--method", "s2d-mtt", "--workdir", str(work)]
     assert job.main([*unreachable, "--mlflow-uri", "http://127.0.0.1:9"]) == 2
     assert "does not answer" in capsys.readouterr().err
     assert job.main([*unreachable, "--storage", "s3://bucket/search"]) == 2  # sqlite on a cluster
     assert "trials on other nodes cannot reach the MLflow store" in capsys.readouterr().err
+    assert not (work / "data").exists() and not (work / "tune").exists()
 
 
 @pytest.mark.slow
