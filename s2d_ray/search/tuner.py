@@ -57,7 +57,9 @@ SMOKE_OVERRIDES = [
 class SearchConfig(StrictConfig):
     space: str = Field(description="search-space YAML (tune_spaces/)")
     overrides: list[str] = Field(default_factory=list, description="--set section.key=value")
-    workdir: str = Field(default="work/search", description="this node's: trials' scratch, best")
+    workdir: str = Field(
+        default="work/search", description="this node's files: trial scratch, best set, MLflow"
+    )
     storage: str | None = Field(
         default=None,
         description="what every node reads and writes (s3://... or a shared mount): Tune's "
