@@ -80,9 +80,11 @@ def _prepare_embedded(out: str, smoke: bool) -> None:
 
 
 def _ensure_experts(config, space, data, out, tracking) -> None:
+    from s2d_ray.evaluation import EvalConfig  # its normalisation is the trials'
     from s2d_ray.experts.farm import FarmConfig, run_farm
     from s2d_ray.experts.store import TrajectoryStore
     from s2d_ray.experts.training import ExpertConfig
+    from s2d_ray.methods.mtt import check_experts
 
     defaults = METHODS[space.method].Config.model_fields
     points = [*space.paper, space.corner("low"), space.corner("high")]
@@ -96,9 +98,8 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     complete = 0
     if _holds(out, "store.json"):
         complete = len(TrajectoryStore.open(out).experts(complete_only=True))
-    if complete >= count:
-        longest = {"max_start_epoch": max_start, "expert_epochs": expert_epochs}
-        _check_experts(space, data, out, points[0] | longest)
+    if complete >= count:  # what every trial's MTT would check, once, before the first
+        check_experts(out, ClipShards(data), EvalConfig().normalize, max_start, expert_epochs)
         return
     if not config.build:
         raise FileNotFoundError(
@@ -123,23 +124,6 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
         ),
         tracking,
         progress=False,
-    )
-
-
-def _check_experts(space: SearchSpace, data: str, experts: str, point: dict) -> None:
-    """What every trial's trajectory matching would check, once: experts trained on other
-    shards, on other clips, or too short for the space's longest unroll."""
-    from s2d_ray.evaluation import EvalConfig
-    from s2d_ray.methods.mtt import check_experts
-
-    settings = space.trial_settings(point)[0]
-    normalize = EvalConfig().normalize  # what the trials' distillations use
-    check_experts(
-        experts,
-        ClipShards(data),
-        normalize,
-        settings["max_start_epoch"],
-        settings["expert_epochs"],
     )
 
 
