@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from s2d_ray import files
 from s2d_ray.cluster import init_ray
-from s2d_ray.config import StrictConfig, absolute_uri
+from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.methods import METHODS, smoke_settings
 from s2d_ray.search.inputs import ensure_inputs
 from s2d_ray.search.results import (
@@ -151,10 +151,17 @@ def tune_param_space(space: SearchSpace) -> dict[str, Any]:
 
 
 # -- the experiment ------------------------------------------------------------------------------
+# Settings read only after the trials, by the judging of the best: changing them re-judges a
+# finished search (judge_best caches per protocol) instead of starting another.
+JUDGING_ONLY = {"budget": {"final_epochs", "final_repeats"}}
+
+
 def experiment_name(space: SearchSpace) -> str:
     """Stable across re-runs of the same command (Tune and MLflow resume by it); another
-    space or budget is another search."""
-    return f"{space.name}-{space.fingerprint()[:8]}"
+    space or budget is another search. Resources stay in it: a resumed trial keeps the
+    share it was created with, so a new share must be a new search to take effect."""
+    identity = space.model_dump(mode="json", exclude=JUDGING_ONLY)
+    return f"{space.name}-{config_fingerprint(identity)[:8]}"
 
 
 def run_experiment(inputs: SearchInputs, storage: str, name: str, retries: int = 0):

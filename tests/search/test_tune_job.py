@@ -6,6 +6,7 @@ search without new runs."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import signal
@@ -116,12 +117,16 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys
         optimizer.step()
     assert torch.isfinite(loss)
 
-    # the same command again: the finished search is reported, not redone
-    assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
+    # the same command again, its best judged by two networks: the finished search is
+    # reported, not redone (the judging is not part of its identity), and judged again
+    args = ["--smoke-test", "--workdir", str(workdir), "--set", "budget.final_repeats=2"]
+    assert job.main(args, method="s2d-mtt") == 0
     again = capsys.readouterr().out
     assert "is finished; reporting it" in again and "resuming" not in again
     assert "best trial " + parent.data.tags["s2d.best_trial"] in again
     assert len(runs(workdir)[0]) == len(found)
+    judged = json.loads((exported / "search_evaluation.json").read_text())
+    assert judged["protocol"]["repeats"] == 2 and len(judged["rows"][0]["top1"]) == 2
 
 
 def test_tune_bad_input_is_one_clear_line_before_any_trial(

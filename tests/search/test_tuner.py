@@ -125,6 +125,20 @@ def test_experiment_name_is_stable_and_follows_the_space():
     assert experiment_name(space()) != experiment_name(space(overrides=["budget.trials=3"]))
 
 
+@pytest.mark.parametrize(
+    "override, same",
+    [
+        ("budget.final_epochs=20", True),  # read only by the judging after the trials
+        ("budget.final_repeats=5", True),
+        ("budget.eval_epochs=20", False),  # what every trial's signal is
+        ("resources.gpu=0.5", False),  # resumed trials would keep their old share
+        ("seed=1", False),
+    ],
+)
+def test_only_the_judging_can_change_without_starting_another_search(override, same):
+    assert (experiment_name(space()) == experiment_name(space(overrides=[override]))) is same
+
+
 @pytest.mark.parametrize("kind", ["tpe", "gp", "random"])
 def test_the_searcher_is_seeded_and_repeats_its_proposals(kind):
     """Same space and seed, same points: a search (and bench/search.py) is reproducible."""
