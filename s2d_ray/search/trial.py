@@ -89,6 +89,21 @@ def final_protocol(space: SearchSpace) -> EvalConfig:
     )
 
 
+def restore_distillation(out: Path, restored) -> None:
+    """The distillation's checkpoint in ``out`` made Tune's (``restored``, None for a new
+    trial). Tune's is the truth: a local one left by a run interrupted before its first
+    report would resume the distillation ahead of Tune's count, and ASHA would compare this
+    trial at a later iteration than the others at the same rung."""
+    shutil.rmtree(out / FOLDER, ignore_errors=True)
+    if restored is None:
+        return
+    with restored.as_directory() as saved:
+        state = Path(saved) / FOLDER
+        if not state.is_dir():  # a search begun before reports carried the whole folder
+            state = Path(saved)
+        shutil.copytree(state, out / FOLDER)
+
+
 def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     """The Tune function trainable (``tune.with_parameters(run_trial, inputs=...)``)."""
     import ray
@@ -96,18 +111,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(inputs, point, trial_id)
-    checkpoint_dir = Path(config.out) / FOLDER
-    # Tune's checkpoint is the truth: a local one left by a run interrupted before its first
-    # report would resume the distillation ahead of Tune's count, and ASHA would compare this
-    # trial at a later iteration than the others at the same rung.
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    restored = tune.get_checkpoint()
-    if restored is not None:  # Tuner.restore: put the distillation's checkpoint back
-        with restored.as_directory() as saved:
-            state = Path(saved) / FOLDER
-            if not state.is_dir():  # a search begun before reports carried the whole folder
-                state = Path(saved)
-            shutil.copytree(state, checkpoint_dir)
+    restore_distillation(Path(config.out), tune.get_checkpoint())
 
     last: dict[str, float] = {}
 

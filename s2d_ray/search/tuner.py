@@ -194,7 +194,6 @@ def _finished(grid, trials: int) -> bool:
 def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0):
     """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -224,14 +223,7 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0)
         searcher = OptunaSearch(
             metric=objective.metric, mode=objective.mode, points_to_evaluate=points, sampler=sampler
         )
-        scheduler = FIFOScheduler()
-        if space.scheduler.type == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration",  # one per periodic evaluation
-                max_t=-(-budget.iterations // budget.eval_every),  # the last may be short
-                grace_period=space.scheduler.grace_period,
-                reduction_factor=space.scheduler.reduction_factor,
-            )
+        scheduler = _scheduler(space)
         metric, mode = objective.metric, objective.mode
     return tune.Tuner(
         trainable,
@@ -251,6 +243,22 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0)
             failure_config=tune.FailureConfig(max_failures=retries),
             verbose=1,
         ),
+    )
+
+
+def _scheduler(space: SearchSpace):
+    """ASHA counts reports (one per periodic evaluation, the last at the last iteration even
+    when eval_every does not divide the iterations), or FIFO runs every trial to the end."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if space.scheduler.type == "fifo":
+        return FIFOScheduler()
+    budget = space.budget
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=-(-budget.iterations // budget.eval_every),
+        grace_period=space.scheduler.grace_period,
+        reduction_factor=space.scheduler.reduction_factor,
     )
 
 

@@ -61,6 +61,8 @@ def test_farm_trains_n_experts_with_mlflow_lineage_and_resumes(tiny_shards, tmp_
     summary = run_farm(farm_config(tiny_shards, tmp_path / "experts"), tracking, progress=False)
     assert summary.trained == [0, 1, 2]
     assert_store_exact(tmp_path / "experts", 3, 1)
+    # two workers logging at once: through a local server in front of the sqlite file
+    assert (tmp_path / "mlflow-server.log").is_file()
 
     client = MlflowClient(tracking.uri)
     experiment = client.get_experiment_by_name("s2d/test")

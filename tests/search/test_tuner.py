@@ -10,10 +10,12 @@ import pytest
 from s2d_ray.search import load_space
 from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_root
 from s2d_ray.search.results import best_trial, pareto_front
-from s2d_ray.search.trial import SearchInputs, final_protocol, trial_config
+from s2d_ray.methods.checkpoint import FOLDER
+from s2d_ray.search.trial import SearchInputs, final_protocol, restore_distillation, trial_config
 from s2d_ray.search.tuner import (
     SearchConfig,
     _sampler,
+    _scheduler,
     experiment_name,
     load_config_space,
     smoke_space,
@@ -137,6 +139,41 @@ def test_experiment_name_is_stable_and_follows_the_space():
 )
 def test_only_the_judging_can_change_without_starting_another_search(override, same):
     assert (experiment_name(space()) == experiment_name(space(overrides=[override]))) is same
+
+
+@pytest.mark.parametrize("iterations, eval_every, reports", [(20, 5, 4), (20, 6, 4), (5, 5, 1)])
+def test_asha_counts_every_report_the_last_short_one_included(iterations, eval_every, reports):
+    """A trial reports at iterations 6, 12, 18 and 20 for (20, 6): a max_t of 3 would let
+    ASHA take the third report for the end."""
+    budget = [f"budget.iterations={iterations}", f"budget.eval_every={eval_every}"]
+    asha = _scheduler(space(overrides=budget))
+    assert asha._max_t == reports and asha._time_attr == "training_iteration"
+    fifo = _scheduler(space(overrides=[*budget, "scheduler.type=fifo"]))
+    assert type(fifo).__name__ == "FIFOScheduler"
+
+
+def test_a_trial_resumes_from_tunes_checkpoint_never_a_stale_local_one(tmp_path):
+    from ray import tune
+
+    out = tmp_path / "trial"
+    (out / FOLDER).mkdir(parents=True)
+    (out / FOLDER / "state.pt").write_text("iteration 7, after Tune's last report")
+    restore_distillation(out, None)  # a new trial, or one stopped before its first report
+    assert not (out / FOLDER).exists()
+
+    saved = tmp_path / "tune-checkpoint"
+    (saved / FOLDER).mkdir(parents=True)
+    (saved / FOLDER / "state.pt").write_text("iteration 5")
+    (out / FOLDER).mkdir()
+    (out / FOLDER / "state.pt").write_text("iteration 7")
+    restore_distillation(out, tune.Checkpoint.from_directory(saved))
+    assert (out / FOLDER / "state.pt").read_text() == "iteration 5"
+
+    old_layout = tmp_path / "old"  # reports once carried the checkpoint folder itself
+    old_layout.mkdir()
+    (old_layout / "state.pt").write_text("iteration 3")
+    restore_distillation(out, tune.Checkpoint.from_directory(old_layout))
+    assert (out / FOLDER / "state.pt").read_text() == "iteration 3"
 
 
 @pytest.mark.parametrize("kind", ["tpe", "gp", "random"])

@@ -394,6 +394,15 @@ print("ok")
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_tracking_layer_imports_without_torch() -> None:
+    """The MLflow layer needs torch only to read a CUDA peak (Usage), and loads it only then:
+    a process that just logs pays neither its second of import nor its memory."""
+    code = "import sys, s2d_ray.tracking; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 @pytest.mark.slow
 def test_local_server_round_trip(tmp_path: Path) -> None:
     url, proc = start_local_server(
