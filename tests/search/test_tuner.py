@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from s2d_ray.methods.checkpoint import FOLDER
 from s2d_ray.search import load_space
 from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_root
 from s2d_ray.search.results import best_trial, pareto_front
-from s2d_ray.methods.checkpoint import FOLDER
 from s2d_ray.search.trial import SearchInputs, final_protocol, restore_distillation, trial_config
 from s2d_ray.search.tuner import (
     SearchConfig,
