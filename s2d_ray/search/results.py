@@ -105,9 +105,14 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         gpu=space.resources.gpu,
         remote=config.offload(space),
     )
-    log_rows(rows, run)
+    # tags, not params: a finished search may be judged again by another protocol
+    judged_by = {"s2d.final_epochs": eval_config.epochs, "s2d.final_repeats": eval_config.repeats}
+    runs = [run]
     if manifest.get("mlflow_run_id"):
-        log_rows(rows, RunHandle(run.tracker, manifest["mlflow_run_id"]))
+        runs.append(RunHandle(run.tracker, manifest["mlflow_run_id"]))
+    for target in runs:
+        log_rows(rows, target)
+        target.set_tags(judged_by)
     saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
     cache.write_text(json.dumps(saved))
     return rows

@@ -305,7 +305,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
         with tracker.start_run(
             f"search-{space.name}", tags=tags, resume_key=f"search/{name}"
         ) as parent:
-            parent.log_params(_flat(space.model_dump(mode="json")))
+            parent.log_params(_flat(space.model_dump(mode="json", exclude=JUDGING_ONLY)))
             parent.log_dict(space.model_dump(mode="json"), "search_space.json")
             inputs = SearchInputs(
                 space, data, str(work), tracking, experts, statics, parent.run_id, config.device

@@ -1,14 +1,18 @@
 """``ray job submit -- python jobs/tune_mtt.py --smoke-test`` against a local cluster with
-token authentication on, as a user on a GPU box does it: the job succeeds on 2 CPUs within a
+token authentication on, as on a GPU box or a cluster: the job succeeds on 2 CPUs within a
 bound (the deadlock guard: the job's driver, the expert farm's two Ray Train workers, the two
 trials at once on one CPU and half a GPU each, then the static memory's and the judging's Ray
 tasks, all on the same two CPUs; a trial nests no Ray work of its own), the head declares one
-logical GPU (Ray schedules fractions of it as of a real one), and the MLflow store holds one
-search with a child per trial, loadable artefacts and a trainable exported set."""
+logical GPU (Ray schedules fractions of it as of a real one), and the search keeps what every
+node reads on shared storage (``--storage``, the code path of s3://) and logs to an MLflow
+server, as ray_cluster.yaml sets it up. The store holds one search with a child per trial,
+loadable artefacts and a trainable exported set, which comes from Tune's storage, not from
+the disk of the node that ran the trial."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import secrets
@@ -28,6 +32,7 @@ from PIL import Image
 
 import s2d_ray
 from s2d_ray.synthetic import load_set
+from s2d_ray.tracking import start_local_server, stop_local_server
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -90,19 +95,35 @@ def _answers(env: dict) -> bool:
     return listed.returncode == 0
 
 
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """What ray_cluster.yaml runs on the head: a server every node logs to."""
+    url, server = start_local_server(
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tmp_path / "mlartifacts",
+        log_file=tmp_path / "mlflow-server.log",
+    )
+    yield url
+    stop_local_server(server)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the cluster's start, the submission's bound, the checks
-def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path):
+def test_ray_job_submit_smoke_search_on_a_token_cluster(
+    token_cluster, mlflow_server, tmp_path, capsys, ray_local
+):
     env = token_cluster
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
     no_token["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
     assert not _answers(no_token), "the cluster accepted a client without the token"
 
-    workdir = tmp_path / "search"
+    workdir, shared = tmp_path / "search", tmp_path / "shared"
+    args = ["--smoke-test", "--workdir", str(workdir), "--storage", shared.as_uri()]
+    args += ["--mlflow-uri", mlflow_server]
+    for setting in ("resources.cpu=1", "resources.gpu=0.5", "budget.max_concurrent=2"):
+        args += ["--set", setting]
     command = [BIN / "ray", "job", "submit", "--working-dir", str(ROOT), "--"]
-    command += ["python", "jobs/tune_mtt.py", "--smoke-test", "--workdir", str(workdir)]
-    for shared in ("resources.cpu=1", "resources.gpu=0.5", "budget.max_concurrent=2"):
-        command += ["--set", shared]
+    command += ["python", "jobs/tune_mtt.py", *args]
     for _ in range(12):  # the head's job agent registers a little after the server answers
         done = subprocess.run(
             command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S
@@ -115,7 +136,12 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     assert "succeeded" in done.stdout, logs
     assert "| best s2d-mtt ipc 1 " in done.stdout and "| random real ipc 1 " in done.stdout
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    built = {p.name for p in (shared / "smoke").iterdir()}  # the inputs every node reads
+    assert {"data", "experts"} <= built and any(n.startswith("static-spc") for n in built)
+    assert list((shared / "tune").glob("embedded_ipc1_s2d-mtt-*/run_trial_*/checkpoint_*"))
+    assert not (workdir / "data").exists() and not (workdir / "tune").exists()
+
+    client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("s2d/embedded")
     found = client.search_runs([experiment.experiment_id])
     parents = [r for r in found if r.data.tags.get("s2d.role") == "search"]
@@ -136,7 +162,15 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
     for child in children:  # a trial ASHA stopped keeps the set of its last evaluation
         _check_trial_artifacts(client, child.info.run_id, tmp_path / child.info.run_id)
 
+    # as if other nodes had run every trial: the best set comes from Tune's storage (its
+    # judging, cached beside it, is kept: judged again, it would wait for a GPU here)
     (exported,) = (workdir / "best").iterdir()  # one folder per search
+    shutil.rmtree(workdir / "trials")
+    for file in ("manifest.json", "tensors.safetensors"):
+        (exported / file).unlink()
+    capsys.readouterr()
+    assert load_job("tune_mtt").main(args, method="s2d-mtt") == 0
+    assert "is finished; reporting it" in capsys.readouterr().out
     best = s2d_ray.load_distilled(exported)
     assert best.num_classes == 10 and len(best) % 10 == 0
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(best.num_classes))
@@ -147,6 +181,13 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(token_cluster, tmp_path)
         loss.backward()
         optimizer.step()
     assert torch.isfinite(loss)
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _check_trial_artifacts(client: MlflowClient, run_id: str, into: Path) -> None:
