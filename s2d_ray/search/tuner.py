@@ -296,6 +296,8 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             probe_http_store(tracking.uri)
         except OSError as exc:
             raise ValueError(f"the MLflow server {tracking.uri} does not answer ({exc})") from None
+    if space.resources.gpu > 0 and not config.on_cluster:
+        _check_gpus(space)
     data, experts, statics = ensure_inputs(config, space, tracking)
     phases = {"inputs": time.perf_counter() - started}
     tags = {"s2d.role": "search", "s2d.search": space.name, "s2d.method": space.method}
@@ -353,6 +355,20 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 | {f"seconds_{phase}": s for phase, s in phases.items()}
             )
             return summary
+
+
+def _check_gpus(space: SearchSpace) -> None:
+    """Where nothing adds nodes, work asking for a GPU the Ray instance lacks would wait
+    forever (an autoscaling cluster, with --storage, may still start one)."""
+    import ray
+
+    init_ray()
+    have = ray.cluster_resources().get("GPU", 0)
+    if have < space.resources.gpu:
+        raise ValueError(
+            f"resources.gpu is {space.resources.gpu:g} but this Ray instance has {have:g} "
+            "GPUs: run where one is, or --set resources.gpu=0"
+        )
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,11 +58,17 @@ def interrupt_after_first_report(workdir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(tmp_path, capsys, ray_local):
+def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
+    tmp_path, capsys, ray_local, embedded_small, embedded_experts
+):
     """SIGINT mid-search, then the same command: the search completes with its two trials
-    and no duplicate MLflow runs; a third run reports the finished search."""
+    and no duplicate MLflow runs; a third run reports the finished search. The shards and
+    experts are there already, as a smoke search builds them (the job-submission test
+    builds them, through the farm): the search reuses them and distils its static memory."""
     job = load_job("tune_mtt")
     workdir = tmp_path / "search"
+    shutil.copytree(embedded_small, workdir / "smoke" / "data")
+    shutil.copytree(embedded_experts, workdir / "smoke" / "experts")
     out = interrupt_after_first_report(workdir)
     assert "tune: interrupted: search embedded_ipc1_s2d-mtt" in out
     assert "run the same command again to resume it" in out
@@ -144,12 +151,13 @@ def test_tune_bad_input_is_one_clear_line_before_any_trial(
     no_experts.mkdir()
     mtt, experts = ["--method", "s2d-mtt"], embedded_experts
     two = ["--num-experts", "2", "--no-build"]
+    no_gpu = ["--set", "resources.gpu=0"]  # the real datasets' spaces ask for half a GPU
     cases = [
         (["--method", "s2d-mtt", "--dataset", "ucf11"], "no such search-space file"),
         (["--method", "s2d-mtt", "--space", str(typo)], "space: ['lr_dynamc'] are not settings"),
         (["--method", "s2d-mtt", "--set", "budget.trails=3"], "budget.trails"),
         (["--method", "s2d-mtt", "--no-build"], "prepare them first"),
-        (["--method", "s2d-dm", "--dataset", "hmdb51"], "no clip shards"),
+        (["--method", "s2d-dm", "--dataset", "hmdb51", *no_gpu], "no clip shards"),
         (
             [*mtt, "--data", embedded_small, "--experts", str(no_experts), "--no-build"],
             "holds 0 complete experts, the search needs 4",
@@ -169,4 +177,6 @@ def test_tune_bad_input_is_one_clear_line_before_any_trial(
     assert "does not answer" in capsys.readouterr().err
     assert job.main([*unreachable, "--storage", "s3://bucket/search"]) == 2  # sqlite on a cluster
     assert "trials on other nodes cannot reach the MLflow store" in capsys.readouterr().err
+    assert job.main([*unreachable, "--no-mlflow", "--set", "resources.gpu=0.5"]) == 2
+    assert "this Ray instance has 0 GPUs" in capsys.readouterr().err  # not a silent wait
     assert not (work / "data").exists() and not (work / "tune").exists()
