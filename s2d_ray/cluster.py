@@ -13,6 +13,8 @@ environment; other C libraries ignore it.
 
 from __future__ import annotations
 
+import os
+
 WORKER_ENV_VARS = {"MALLOC_ARENA_MAX": "1"}
 
 
@@ -27,6 +29,9 @@ def init_ray(**kwargs) -> None:
 
     if ray.is_initialized():
         return
+    # Before ray.init, so that the workers it starts inherit it: Ray Train's print patch
+    # would repeat every line a worker prints.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     ray.init(runtime_env=worker_runtime_env(), configure_logging=False, **kwargs)
 
 

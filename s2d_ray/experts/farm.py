@@ -14,7 +14,6 @@ expert; tracking failures never stop the farm.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -192,8 +191,6 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
         )
         workers = min(config.workers, len(todo))
         if todo:
-            # Before ray.init, so that the workers it starts inherit it: no duplicated prints.
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
             init_ray()
             with shared_store(tracking, workers) as workers_tracking:
                 trainer = _trainer(config, shards, settings, workers_tracking, parent, todo)

@@ -78,13 +78,16 @@ def export_best(checkpoint, best: Path) -> str:
 
 
 def judge_best(best_set, trial_id, data, space, config, run) -> list:
-    """The full protocol on the best set (cached per trial and protocol: a finished search
-    re-run reports, it does not re-evaluate), logged on the search's run ``run`` and on the
-    best trial's own run."""
+    """The full protocol on the best set, logged on the search's run ``run`` and on the
+    best trial's own run. Its figures are kept beside the set: a finished search re-run
+    reports them, unless it now asks for another protocol, which judges the set again."""
     cache = Path(best_set) / "search_evaluation.json"
     eval_config = final_protocol(space)
     protocol = eval_config.model_dump(mode="json")
     key = {"trial_id": trial_id, "protocol": protocol, "full_epochs": config.full_epochs}
+    # tags, not params: a finished search may be judged again by another protocol
+    judged_by = {"s2d.final_epochs": eval_config.epochs, "s2d.final_repeats": eval_config.repeats}
+    run.set_tags(judged_by)
     if cache.exists():
         saved = json.loads(cache.read_text())
         if all(saved.get(k) == v for k, v in key.items()):
@@ -105,14 +108,11 @@ def judge_best(best_set, trial_id, data, space, config, run) -> list:
         gpu=space.resources.gpu,
         remote=config.offload(space),
     )
-    # tags, not params: a finished search may be judged again by another protocol
-    judged_by = {"s2d.final_epochs": eval_config.epochs, "s2d.final_repeats": eval_config.repeats}
-    runs = [run]
+    log_rows(rows, run)
     if manifest.get("mlflow_run_id"):
-        runs.append(RunHandle(run.tracker, manifest["mlflow_run_id"]))
-    for target in runs:
-        log_rows(rows, target)
-        target.set_tags(judged_by)
+        best_run = RunHandle(run.tracker, manifest["mlflow_run_id"])
+        log_rows(rows, best_run)
+        best_run.set_tags(judged_by)
     saved = {**key, "groups": rows[0].groups, "rows": [r.to_dict() for r in rows]}
     cache.write_text(json.dumps(saved))
     return rows

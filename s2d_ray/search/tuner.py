@@ -151,8 +151,8 @@ def tune_param_space(space: SearchSpace) -> dict[str, Any]:
 
 
 # -- the experiment ------------------------------------------------------------------------------
-# Settings read only after the trials, by the judging of the best: changing them re-judges a
-# finished search (judge_best caches per protocol) instead of starting another.
+# Settings read only after the trials, by the judging of the best: changing them judges a
+# finished search's best again (results.judge_best) instead of starting another search.
 JUDGING_ONLY = {"budget": {"final_epochs", "final_repeats"}}
 
 
@@ -296,8 +296,8 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             probe_http_store(tracking.uri)
         except OSError as exc:
             raise ValueError(f"the MLflow server {tracking.uri} does not answer ({exc})") from None
-    if space.resources.gpu > 0 and not config.on_cluster:
-        _check_gpus(space)
+    if not config.on_cluster:
+        _check_gpus(max(space.resources.gpu, config.farm_gpus_per_worker or 0))
     data, experts, statics = ensure_inputs(config, space, tracking)
     phases = {"inputs": time.perf_counter() - started}
     tags = {"s2d.role": "search", "s2d.search": space.name, "s2d.method": space.method}
@@ -357,17 +357,19 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
             return summary
 
 
-def _check_gpus(space: SearchSpace) -> None:
+def _check_gpus(wanted: float) -> None:
     """Where nothing adds nodes, work asking for a GPU the Ray instance lacks would wait
     forever (an autoscaling cluster, with --storage, may still start one)."""
+    if wanted <= 0:
+        return
     import ray
 
     init_ray()
     have = ray.cluster_resources().get("GPU", 0)
-    if have < space.resources.gpu:
+    if have < wanted:
         raise ValueError(
-            f"resources.gpu is {space.resources.gpu:g} but this Ray instance has {have:g} "
-            "GPUs: run where one is, or --set resources.gpu=0"
+            f"the search asks for {wanted:g} GPU per trial or expert trainer but this Ray "
+            f"instance has {have:g} GPUs: run where one is, or --set resources.gpu=0"
         )
 
 

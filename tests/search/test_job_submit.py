@@ -1,6 +1,6 @@
 """``ray job submit -- python jobs/tune_mtt.py --smoke-test`` against a local cluster with
 token authentication on, as on a GPU box or a cluster: the job succeeds on 2 CPUs within a
-bound (the deadlock guard: the job's driver, the expert farm's two Ray Train workers, the two
+bound (the deadlock guard: the job's driver, the expert farm's Ray Train worker, the two
 trials at once on one CPU and half a GPU each, then the static memory's and the judging's Ray
 tasks, all on the same two CPUs; a trial nests no Ray work of its own), the head declares one
 logical GPU (Ray schedules fractions of it as of a real one), and the search keeps what every

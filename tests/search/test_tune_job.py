@@ -135,11 +135,13 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     assert judged["protocol"]["repeats"] == 2 and len(judged["rows"][0]["top1"]) == 2
     rejudged = client.get_run(parent.info.run_id).data  # tags say how it was judged last
     assert rejudged.tags["s2d.final_repeats"] == "2"
+    assert client.get_run(best_run.info.run_id).data.tags["s2d.final_repeats"] == "2"
+    assert "budget.trials" in rejudged.params  # the search's identity, as params
     assert "budget.final_repeats" not in rejudged.params  # a param could not change
 
 
 def test_tune_bad_input_is_one_clear_line_before_any_trial(
-    tmp_path, capsys, embedded_small, embedded_experts
+    tmp_path, capsys, monkeypatch, embedded_small, embedded_experts
 ):
     job = load_job("tune")
     work = tmp_path / "w"
@@ -177,6 +179,13 @@ def test_tune_bad_input_is_one_clear_line_before_any_trial(
     assert "does not answer" in capsys.readouterr().err
     assert job.main([*unreachable, "--storage", "s3://bucket/search"]) == 2  # sqlite on a cluster
     assert "trials on other nodes cannot reach the MLflow store" in capsys.readouterr().err
-    assert job.main([*unreachable, "--no-mlflow", "--set", "resources.gpu=0.5"]) == 2
-    assert "this Ray instance has 0 GPUs" in capsys.readouterr().err  # not a silent wait
+    import ray  # a Ray instance without GPUs, whatever this machine has
+
+    monkeypatch.setattr("s2d_ray.search.tuner.init_ray", lambda **kwargs: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    for share in (["--set", "resources.gpu=0.5"], ["--farm-gpus-per-worker", "1"]):
+        assert job.main([*unreachable, "--no-mlflow", *share]) == 2
+        err = capsys.readouterr().err  # at once, not a silent wait for a GPU
+        assert "this Ray instance has 0 GPUs" in err and err.strip().count("\n") == 0
+    assert not (work / "data").exists()
     assert not (work / "data").exists() and not (work / "tune").exists()
