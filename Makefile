@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-## quickstart: install, then the whole chain on the embedded default dataset (CPU, ~9 min; ~16
+## quickstart: install, then the whole chain on the embedded default dataset (CPU, ~9 min; ~17
 ## on a CPU with AVX2 only):
 ## shards -> experts (Ray Train) -> static memory -> S2D-MTT search (Ray Tune + Optuna, ASHA)
 ## -> the best set judged beside random real clips and the full data -> MLflow
