@@ -74,14 +74,33 @@ class ConvNet3D(nn.Module):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.clip_shape, "ConvNet3D")
         x = x.permute(0, 2, 1, 3, 4)  # Conv3d wants (B, 3, T, H, W)
-        if torch.is_grad_enabled() or x.device.type != "cpu":
+        blocks = self._channels_last_blocks(x)
+        if not blocks:
             return self.features(x)
-        # Without a graph (real clips in DM, evaluation) the first block runs channels-last:
-        # oneDNN's conv and pool are ~1.5x faster there on CPU, the later blocks are not (the
-        # whole embedding: 0.92x NCHW's time at 8x64², bench/layouts.py). With a graph the
-        # layouts measured the same, so it stays.
-        first = self.features[:3](x.contiguous(memory_format=torch.channels_last_3d))
-        return self.features[3:](first.contiguous())
+        split = 3 * blocks  # (conv, relu, pool) per block
+        leading = self.features[:split](x.contiguous(memory_format=torch.channels_last_3d))
+        # NCDHW again for what follows: the later blocks, and the head, whose dropout then
+        # draws the same masks in either layout
+        return self.features[split:](leading.contiguous())
+
+    def _channels_last_blocks(self, x: torch.Tensor) -> int:
+        """How many leading blocks run channels-last on a CPU, where oneDNN's conv and pool
+        kernels can be faster (bench/layouts.py measures each case):
+
+        - with weights that are not the module's own (``functional_call``: MTT's unrolled
+          student, FRePo's pool, the protocol's repeats stacked under vmap, which cannot
+          take channels-last tensors): none. MTT's iteration measured the same either way.
+        - with AVX-512: all three, with or without a graph. On a Xeon: graph-free features
+          0.64-0.79x NCHW's time, a training step 0.86-0.95x.
+        - otherwise (AVX2): the first block without a graph, none with one. On an AVX2 EPYC
+          the first block was ~1.5x faster channels-last, the later ones were not (the whole
+          embedding 0.92x at 8x64²), and with a graph both layouts took the same time.
+        """
+        if x.device.type != "cpu" or not isinstance(self.classifier.weight, nn.Parameter):
+            return 0
+        if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            return len(WIDTHS)
+        return 0 if torch.is_grad_enabled() else 1
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(x).flatten(1)

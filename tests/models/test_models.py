@@ -10,7 +10,8 @@ import torch
 from nets import LARGE, SMALL, build
 
 import s2d_ray.models as models_pkg
-from s2d_ray.models import MODELS, create, register_model
+from s2d_ray.models import MODELS, create, flatten_params, functional_forward, register_model
+from s2d_ray.models.convnet3d import ConvNet3D
 from s2d_ray.models.recurrent import ConvRecurrent, recurrent_params
 
 NAMES = sorted(MODELS)
@@ -99,6 +100,50 @@ def test_image_net_given_a_clip_hints_at_folding_time():
 def test_convnet3d_rejects_clips_too_small_for_its_pools(clip_shape):
     with pytest.raises(ValueError, match=r"ConvNet3D cannot take clips of shape \(T, 3, H, W\)"):
         create("convnet3d", num_classes=3, clip_shape=clip_shape)
+
+
+# ConvNet3D's CPU layout policy: (ATen's CPU capability, graph) -> blocks run channels-last
+LAYOUTS = {("AVX512", True): 3, ("AVX512", False): 3, ("AVX2", True): 0, ("AVX2", False): 1}
+
+
+@pytest.mark.parametrize(("capability", "graph"), sorted(LAYOUTS))
+def test_convnet3d_cpu_layouts_compute_what_nchw_does(monkeypatch, capability, graph):
+    """Whichever blocks run channels-last on this CPU, the logits and weight gradients are
+    those of NCHW throughout (the layout only picks oneDNN's kernels)."""
+    model = create("convnet3d", num_classes=4, clip_shape=SMALL, seed=0).eval()
+    x, y = make_input(model, SMALL, batch=3), torch.tensor([0, 1, 3])
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+
+    def run():
+        model.zero_grad()
+        with torch.set_grad_enabled(graph):
+            logits = model(x)
+            if graph:
+                torch.nn.functional.cross_entropy(logits, y).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()] if graph else []
+
+    with torch.set_grad_enabled(graph):
+        assert model._channels_last_blocks(x) == LAYOUTS[capability, graph]
+    logits, grads = run()
+    monkeypatch.setattr(ConvNet3D, "_channels_last_blocks", lambda self, x: 0)
+    nchw_logits, nchw_grads = run()
+    torch.testing.assert_close(logits, nchw_logits, rtol=1e-4, atol=1e-5)
+    for grad, nchw in zip(grads, nchw_grads, strict=True):
+        torch.testing.assert_close(grad, nchw, rtol=1e-3, atol=1e-5)
+
+
+def test_convnet3d_with_weights_not_its_own_stays_nchw(monkeypatch):
+    """MTT's student and vmap's stacked repeats call it with outside weights: NCHW (vmap
+    takes no channels-last tensor), whatever the CPU."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    model = create("convnet3d", num_classes=4, clip_shape=SMALL, seed=0)
+    policy, chosen = ConvNet3D._channels_last_blocks, []
+    monkeypatch.setattr(
+        ConvNet3D, "_channels_last_blocks", lambda self, x: chosen.append(policy(self, x))
+    )
+    model(make_input(model, SMALL))
+    functional_forward(model, flatten_params(model).requires_grad_(True), make_input(model, SMALL))
+    assert chosen == [3, 0]
 
 
 @pytest.mark.parametrize("name", ["convnet", "convnetd4", "convnet_gru"])
