@@ -12,13 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-## quickstart: install, then the whole chain on the embedded default dataset (CPU, ~9 min; ~17
-## on a CPU with AVX2 only):
+## quickstart: install, then the whole chain on the embedded default dataset (CPU, 7-10 min; more
+## on a CPU with AVX2 only, see the README):
 ## shards -> experts (Ray Train) -> static memory -> S2D-MTT search (Ray Tune + Optuna, ASHA)
 ## -> the best set judged beside random real clips and the full data -> MLflow
 quickstart: $(VENV)/.installed
 	$(PY) jobs/tune_mtt.py --space tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml \
-		--workdir $(WORKDIR) --num-experts 2 --static-iterations 30 --full-epochs 10
+		--workdir $(WORKDIR) --num-experts 2 --static-iterations 15 --full-epochs 10
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed
