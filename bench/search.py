@@ -82,6 +82,12 @@ QUICKSTART = ROOT / "tune_spaces" / "quickstart" / "embedded_ipc1_s2d-mtt.yaml"
 PROBLEM = ["budget.iterations=20", "fixed.max_start_epoch=2"]
 
 
+def problem(args) -> list[str]:
+    """PROBLEM for the quickstart's space, except in a smoke run, which keeps its own sizing."""
+    quickstart = Path(args.space).resolve() == QUICKSTART
+    return PROBLEM if quickstart and not args.smoke_test else []
+
+
 def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchInputs]:
     """One Tune experiment; every report of every trial, in the order they arrived."""
     import ray
@@ -90,7 +96,7 @@ def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchInput
         space=args.space,
         overrides=[
             "paper=[]",
-            *(PROBLEM if Path(args.space).resolve() == QUICKSTART else []),
+            *problem(args),
             "budget.max_concurrent=1",
             f"budget.eval_repeats={args.eval_repeats}",
             *args.both_set,

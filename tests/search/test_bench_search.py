@@ -3,6 +3,7 @@ and the compute it took, on hand-made reports (the benchmark's verdict rests on 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import itertools
 import json
@@ -99,3 +100,26 @@ def test_judged_sets_are_keyed_by_what_judging_reads(bench, tmp_path):
     assert same[0] == same[1]
     assert saved("t3", tensors=b"\x00\x02") != same[0]
     assert saved("t4", own_eval={"syn_lr": 0.01}) != same[0]
+
+
+@pytest.mark.parametrize(
+    ("space", "smoke", "iterations", "max_start_epoch"),
+    [("quickstart", False, 20, 2), ("quickstart", True, 2, None), ("full", False, None, None)],
+)
+def test_quickstart_problem_is_the_published_one_and_a_smoke_run_stays_small(
+    bench, space, smoke, iterations, max_start_epoch
+):
+    """The bench keeps the problem its figures were measured on; a smoke run keeps its sizing."""
+    from s2d_ray.search.spaces import load_space
+    from s2d_ray.search.tuner import SearchConfig, load_config_space
+
+    full = bench.ROOT / "tune_spaces" / "embedded_ipc1_s2d-mtt.yaml"
+    path = bench.QUICKSTART if space == "quickstart" else full
+    args = argparse.Namespace(space=str(path), smoke_test=smoke)
+    config = SearchConfig(space=str(path), overrides=bench.problem(args), smoke=smoke)
+    loaded, shipped = load_config_space(config), load_space(path, [])
+    assert loaded.budget.iterations == (iterations or shipped.budget.iterations)
+    if max_start_epoch is not None:
+        assert loaded.fixed["max_start_epoch"] == max_start_epoch
+    elif not smoke:
+        assert loaded.fixed == shipped.fixed
