@@ -138,9 +138,12 @@ def test_convnet3d_with_weights_not_its_own_stays_nchw(monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     model = create("convnet3d", num_classes=4, clip_shape=SMALL, seed=0)
     policy, chosen = ConvNet3D._channels_last_blocks, []
-    monkeypatch.setattr(
-        ConvNet3D, "_channels_last_blocks", lambda self, x: chosen.append(policy(self, x))
-    )
+
+    def recorded(self, x):
+        chosen.append(policy(self, x))
+        return chosen[-1]
+
+    monkeypatch.setattr(ConvNet3D, "_channels_last_blocks", recorded)
     model(make_input(model, SMALL))
     functional_forward(model, flatten_params(model).requires_grad_(True), make_input(model, SMALL))
     assert chosen == [3, 0]
