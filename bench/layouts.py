@@ -27,9 +27,8 @@ from functools import partial
 
 import torch
 from calibration import print_calibration
-from torch.func import functional_call
 
-from s2d_ray.models import create, flatten_params
+from s2d_ray.models import create, flatten_params, functional_forward
 
 # (regime, network, input shape per item, items per call): DM's real side at the static
 # stage's batch_real 64, an ipc-1 evaluation step on the embedded set (10 clips), an expert's
@@ -89,11 +88,7 @@ def unroll_step(embed: torch.nn.Module, flat: torch.Tensor, x: torch.Tensor) -> 
     then the gradient through it into the data: the double backward."""
     x = x.detach().requires_grad_(True)
     theta = flat.detach().requires_grad_(True)
-    names = [f"net.{n}" for n, _ in embed.net.named_parameters()]
-    sizes = [p.numel() for p in embed.net.parameters()]
-    shapes = [p.shape for p in embed.net.parameters()]
-    views = [c.view(s) for c, s in zip(theta.split(sizes), shapes, strict=True)]
-    features = functional_call(embed, dict(zip(names, views, strict=True)), (x,))
+    features = functional_forward(embed, theta, x)
     (grad,) = torch.autograd.grad(features.square().mean(), theta, create_graph=True)
     (data_grad,) = torch.autograd.grad((theta - 0.01 * grad).square().sum(), x)
     return data_grad.square().sum()

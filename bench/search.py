@@ -13,7 +13,7 @@ on the same inputs (built once in --workdir). Neither gets the paper's point fir
 table measures the searcher and the scheduler, not prior knowledge. The quickstart's space
 runs 15 iterations per trial on one expert epoch (max_start_epoch 1), to fit its ten
 minutes; with that space the bench keeps the problem its published figures were measured on
-(``PROBLEM``: 20 iterations, two expert epochs).
+(``PROBLEM``: 20 iterations, two expert epochs), except in a smoke run.
 
 Random search: ``--random-trials`` full-length trials from a seeded uniform sampler (FIFO),
 once per sampler seed in ``--random-seeds``. Their complete trials pool into N i.i.d. draws

@@ -90,8 +90,8 @@ class ConvNet3D(nn.Module):
         - with weights that are not the module's own (``functional_call``: MTT's unrolled
           student, FRePo's pool, the protocol's repeats stacked under vmap, which cannot
           take channels-last tensors): none. MTT's iteration measured the same either way.
-        - with AVX-512: all three, with or without a graph. On a Xeon: graph-free features
-          0.64-0.79x NCHW's time, a training step 0.86-0.95x.
+        - with AVX-512: all three, with or without a graph. On a Xeon, over several runs:
+          graph-free features 0.60-0.81x NCHW's time, a training step 0.86-0.97x.
         - otherwise (AVX2): the first block without a graph, none with one. On an AVX2 EPYC
           the first block was ~1.5x faster channels-last, the later ones were not (the whole
           embedding 0.92x at 8x64²), and with a graph both layouts took the same time.
