@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from s2d_ray.data.stream import standardize
 from s2d_ray.evaluation import EvalConfig
-from s2d_ray.evaluation.protocol import tensor_batches, train_network, train_stacked
+from s2d_ray.evaluation.protocol import draw_batches, train_network, train_stacked
 from s2d_ray.models import create
 from s2d_ray.synthetic import S2DMemory, SyntheticVideos
 
@@ -77,7 +77,7 @@ def bench_size(frames: int, size: int, epochs: int) -> None:
         def run(n):
             train_network(
                 network(),
-                tensor_batches(items, labels, config),
+                draw_batches(lambda epoch: (items, labels), config),
                 config.model_copy(update={"epochs": n}),
                 0,
                 torch.device("cpu"),
@@ -125,7 +125,11 @@ def bench_size(frames: int, size: int, epochs: int) -> None:
         for r in range(repeats):
             net = create("convnet3d", num_classes=CLASSES, clip_shape=clip_shape, seed=r)
             train_network(
-                net, tensor_batches(items, labels, rconfig), rconfig, r, torch.device("cpu")
+                net,
+                draw_batches(lambda epoch: (items, labels), rconfig),
+                rconfig,
+                r,
+                torch.device("cpu"),
             )
 
     def stacked():
@@ -133,7 +137,7 @@ def bench_size(frames: int, size: int, epochs: int) -> None:
             create("convnet3d", num_classes=CLASSES, clip_shape=clip_shape, seed=r)
             for r in range(repeats)
         ]
-        train_stacked(nets, items, labels, rconfig, torch.device("cpu"))
+        train_stacked(nets, lambda epoch: (items, labels), rconfig, torch.device("cpu"))
 
     seq_s, stack_s = timed(sequential), timed(stacked)
     print(f"\n2. R = {repeats} repeats x {epochs} epochs, {frames}x{size}²")

@@ -153,7 +153,7 @@ def eval_row(a: dict) -> dict:
     """The protocol's training of ``repeats`` networks on an ipc-``ipc`` set, s per
     repeat-epoch, one after another or stacked (evaluation/protocol.py)."""
     from s2d_ray.evaluation import EvalConfig
-    from s2d_ray.evaluation.protocol import tensor_batches, train_network, train_stacked
+    from s2d_ray.evaluation.protocol import draw_batches, train_network, train_stacked
     from s2d_ray.models import create
     from s2d_ray.seeding import derive_seed
 
@@ -172,9 +172,9 @@ def eval_row(a: dict) -> dict:
 
     def run(cfg):
         if a["mode"] == "vmap":
-            train_stacked(models(), items, labels, cfg, device)
+            train_stacked(models(), lambda epoch: (items, labels), cfg, device)
             return
-        batches = tensor_batches(items, labels, cfg)
+        batches = draw_batches(lambda epoch: (items, labels), cfg)
         for r, model in enumerate(models()):
             train_network(model, batches, cfg, derive_seed(cfg.seed, "eval", r), device)
 

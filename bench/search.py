@@ -140,7 +140,7 @@ def curve(reports: list[dict], eval_every: int) -> list[tuple[int, float, float,
         done[trial] = int(iteration)
         seconds[trial] = float(r.get("time_total_s", 0.0))
         if done[trial] == r["full"] and not r.get("diverged"):
-            score = float(r["eval_top1"])
+            score = float(r["val_top1"])
             if score > best or (score == best and trial < pick):
                 best, pick = score, trial
         points.append((sum(done.values()), sum(seconds.values()), best, pick))
@@ -187,7 +187,7 @@ def judge(inputs: SearchInputs, trials: set[str]) -> dict[str, float]:
     for n, trial in enumerate(todo, 1):
         synthetic, manifest = load_set(str(inputs.trial_out(trial)))
         config = with_own_settings(protocol, manifest.get("eval", {}))
-        scores[keys[trial]] = evaluate_items(synthetic, real, config).mean
+        scores[keys[trial]] = evaluate_items(synthetic, real, config, split="test").mean
         cache.write_text(json.dumps(scores))
         print(f"judged {n}/{len(todo)}: trial {trial} {100 * scores[keys[trial]]:.1f}%", flush=True)
     return {t: scores[keys[t]] for t in trials}
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = pool_inputs.space.budget
         full = budget.iterations
         mine = {
-            r["trial_id"]: float(r["eval_top1"])
+            r["trial_id"]: float(r["val_top1"])
             for r in reports
             if r.get("iteration") == full and not r.get("diverged")
         }

@@ -180,7 +180,7 @@ def farm_row(a: dict) -> dict:
 def evaluation_row(a: dict) -> dict:
     """The protocol's training on an ipc-1 synthetic set (10 clips, one step per epoch)."""
     from s2d_ray.evaluation import EvalConfig
-    from s2d_ray.evaluation.protocol import tensor_batches, train_network
+    from s2d_ray.evaluation.protocol import draw_batches, train_network
     from s2d_ray.models import create, resolve_device
 
     device = resolve_device("cpu")
@@ -188,7 +188,7 @@ def evaluation_row(a: dict) -> dict:
     items, labels = torch.randn(10, t, c, h, w), torch.arange(10)
     config = EvalConfig(epochs=a["epochs"], micro_batch=micro_batch_arg(a["micro"]))
     model = create("convnet3d", num_classes=10, clip_shape=(t, c, h, w), seed=0)
-    batches = tensor_batches(items, labels, config)
+    batches = draw_batches(lambda epoch: (items, labels), config)
     train_network(model, batches, config.model_copy(update={"epochs": 1}), 0, device)  # warm
     started = time.perf_counter()
     train_network(model, batches, config, 0, device)

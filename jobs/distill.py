@@ -9,7 +9,8 @@
         --static work/static --experts work/experts --syn-steps 10
     python jobs/distill.py --method frepo --data work/embedded --out work/frepo --ipc 1
     python jobs/distill.py --method dm --data work/embedded --out work/dm-t2 --ipc 1 \\
-        --syn-frames 2 --segments 2      # temporal compression: 2 stored frames per video
+        --syn-frames 2 --segments 2 --network convnet_gru   # 2 stored frames per video, 2
+                                                            # segments matched pairwise
 
 Defaults are the paper's hyperparameters for the dataset and ipc (SPEC §6). Re-running the
 same command resumes from the last checkpoint. The folder --out is the distilled set:
@@ -43,8 +44,12 @@ METHOD_FLAGS = [
     "max_start_epoch",
     "unroll",
     "lr_lr",
+    "learn_syn_lr",
+    "student_standardize",
     "syn_frames",
     "segments",
+    "interpolation",
+    "network",
     "pool_size",
     "online_steps",
     "learn_labels",
@@ -85,10 +90,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MTT: one graph through all steps (default), or constant memory (~1.3x slower)",
     )
     p.add_argument("--lr-lr", type=float, help="MTT: learning rate of syn_lr (1e-5)")
+    p.add_argument(
+        "--learn-syn-lr",
+        action=argparse.BooleanOptionalAction,
+        help="MTT: learn the student's step size, or freeze it at lr_teacher 0.01 and evaluate "
+        "the set at 0.01. Default: the paper's per dataset and ipc (frozen for MTT on MiniUCF "
+        "ipc 1, S2D-MTT at ipc 5 and on Kinetics-400 and SSv2)",
+    )
+    p.add_argument(
+        "--student-standardize",
+        action=argparse.BooleanOptionalAction,
+        help="MTT: standardise the student's batches per batch as the experts' were "
+        "(default: no, as the reference)",
+    )
     p.add_argument("--pool-size", type=int, help="FRePo: networks trained online (10)")
     p.add_argument("--online-steps", type=int, help="FRePo: a network's life in steps (100)")
     p.add_argument(
-        "--learn-labels", action="store_true", default=None, help="FRePo: learn label vectors"
+        "--learn-labels",
+        action=argparse.BooleanOptionalAction,
+        help="FRePo: learn the label vectors (default: yes, as every FRePo script of the paper)",
     )
     p.add_argument("--lr-label", type=float, help="FRePo: Adam lr of learnt labels (1e-3)")
     p.add_argument(
@@ -97,7 +117,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--segments",
         type=segments,
-        help="temporal compression: segment count, or the real segments' sizes (e.g. 2,6)",
+        help="temporal compression: segment count, or the real segments' sizes (e.g. 2,6); "
+        "DM and S2D-DM match each real segment with its synthetic one",
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=["hold", "linear"],
+        help="temporal compression: how a synthetic segment is expanded to its real length "
+        "(default hold)",
+    )
+    p.add_argument(
+        "--network",
+        help="DM, S2D-DM, FRePo: the matching network (default convnet3d; segments shorter "
+        "than ConvNet3D takes need convnet_gru)",
     )
     add_common(p)
     return p.parse_args(argv)

@@ -16,13 +16,12 @@ import sys
 
 from s2d_ray.cli import MICRO_BATCH_HELP, micro_batch_arg
 from s2d_ray.data.registry import get_dataset
-from s2d_ray.data.stream import ArrowClipDataset
+from s2d_ray.distill import report_splits
 from s2d_ray.evaluation import (
-    CROSS_ARCH_DEFAULTS,
     EvalConfig,
     ResultRow,
     class_groups,
-    evaluate_set,
+    evaluate_synthetic,
     format_table,
     full_data_baseline,
     random_baseline,
@@ -30,7 +29,7 @@ from s2d_ray.evaluation import (
 )
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
-from s2d_ray.synthetic import NotADistilledSetError, load_distilled
+from s2d_ray.synthetic import NotADistilledSetError, load_set
 
 MIB = 2**20
 
@@ -41,8 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="the clip shards the sets were distilled from")
     p.add_argument("--arch", default="convnet3d", help="convnet3d, convnet_gru, convnet_lstm")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--epochs", type=int, help="default 500, the set's own (FRePo: 1000), or 100")
-    p.add_argument("--lr", type=float, help="default 0.01, or the set's own (MTT: syn_lr)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="default 500, the set's own (FRePo: 1000), or 100 on a cross-architecture network",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="default 0.01, the set's own (MTT: syn_lr; FRePo: 1e-4), or 0.01 on a "
+        "cross-architecture network whatever the set's own",
+    )
     p.add_argument("--no-standardize", action="store_true", help="skip per-batch standard.")
     p.add_argument("--micro-batch", type=micro_batch_arg, default="auto", help=MICRO_BATCH_HELP)
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
@@ -59,11 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    epochs = 2 if args.smoke_test else args.epochs
-    given = {
-        "epochs": epochs or CROSS_ARCH_DEFAULTS.get(args.arch, {}).get("epochs"),
-        "lr": args.lr,
-    }
+    given = {"epochs": 2 if args.smoke_test else args.epochs, "lr": args.lr}
     try:
         config = EvalConfig(  # only what was given: the rest may be each set's own settings
             arch=args.arch,
@@ -75,33 +79,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         device = resolve_device(args.device)
         real = RealData.open(args.data, device)
-        test = ArrowClipDataset(real.shards, "test")
-        sets = [(path, load_distilled(path)) for path in args.paths]
-        for path, data in sets:
-            check_same_data(path, data.manifest, real)
+        test, also = report_splits(real)
+        sets = [(path, *load_set(path)) for path in args.paths]
+        for path, _, manifest in sets:
+            check_same_data(path, manifest, real)
     except (ValueError, FileNotFoundError, NotADistilledSetError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     groups = class_groups(real.shards, seed=args.seed, device=device)
     rows, baselines = [], set()
-    for path, data in sets:
-        own = with_own_settings(config, data.manifest.get("eval", {}))
-        result = evaluate_set(data.items, data.labels, test, own, device=device)
-        rows.append(ResultRow(path, result, data.storage_bytes / MIB, groups))
-        baselines.add(int(data.manifest.get("ipc") or len(data) // data.num_classes))
+    for path, synthetic, manifest in sets:
+        own = with_own_settings(config, manifest.get("eval", {}))
+        result = evaluate_synthetic(synthetic, test, own, device=device, also=also)
+        rows.append(ResultRow(path, result, manifest["bytes"] / MIB, groups))
+        baselines.add(int(manifest.get("ipc") or manifest["layout"].get("vpc", 1)))
     if not args.no_baseline:
         t, c, h, w = real.clip_shape
         for ipc in sorted(baselines):
-            result = random_baseline(real, test, ipc, config)
+            result = random_baseline(real, test, ipc, config, also)
             mib = 4 * real.num_classes * ipc * t * c * h * w / MIB
             rows.append(ResultRow(f"random real ipc {ipc}", result, mib, groups))
     if args.full_data:
         flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = full_data_baseline(real, test, config, flip=flip)
+        result = full_data_baseline(real, test, config, flip=flip, also=also)
         rows.append(ResultRow("full real data", result, None, groups))
     print(
         f"evaluation: {args.arch}, {config.epochs} epochs, {config.repeats} repeats, "
         f"final-epoch accuracy on {len(test)} test clips of {real.shards.uri}"
+        + (f" (val: {len(also[0])} clips, the split choices were made on)" if also else "")
     )
     print(format_table(rows))
     if args.json:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from s2d_ray.data import DATASETS, BadVideoError, PrepareConfig, SplitFileError
 from s2d_ray.data.prepare import prepare, run_local, run_ray
+from s2d_ray.data.validation import VAL_FRACTION, VAL_MIN_PER_CLASS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--test-clips", type=int, default=3, help="test clips per video")
     p.add_argument("--test-fraction", type=float, default=0.2, help="video-folder test share")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        help="share of each class's training videos carved into the validation split, which "
+        "every choice (periodic evaluation, the search, the best set) reads instead of test; "
+        "whole groups where the dataset has them (UCF101's gNN). Default %(default)s",
+    )
+    p.add_argument(
+        "--val-min-per-class",
+        type=int,
+        default=VAL_MIN_PER_CLASS,
+        help="validation videos per class at least (default %(default)s)",
+    )
     p.add_argument("--videos-per-shard", type=int, default=64)
     p.add_argument("--max-videos-per-class", type=int, help="keep a subset (per class and split)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad video")

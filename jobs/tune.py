@@ -125,11 +125,11 @@ def print_summary(summary, tracking: TrackingConfig) -> None:
         f"\nsearch {summary.name}: {summary.trials} trials in {summary.seconds:.0f} s "
         f"({phases}; Tune results: {summary.storage})"
     )
-    print(f"best trial {summary.best_trial}: {summary.best_point}")
+    print(f"best trial (by val top-1) {summary.best_trial}: {summary.best_point}")
     print(format_table(summary.rows))
     for trial in summary.pareto:
         print(
-            f"  Pareto: top-1 {100 * trial['eval_top1']:.1f}% at {trial['stored_mib']:.3f} MiB "
+            f"  Pareto: val top-1 {100 * trial['val_top1']:.1f}% at {trial['stored_mib']:.3f} MiB "
             f"{trial['config']}"
         )
     print(f"best set: {summary.best_set}  (s2d_ray.load_distilled(path) loads it)")

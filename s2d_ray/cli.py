@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from s2d_ray.methods.hyperparameters import ITERATIONS
 from s2d_ray.tracking import TrackingConfig
 
 SMOKE_ITERATIONS, SMOKE_EVAL_EPOCHS = 2, 2
@@ -30,9 +31,19 @@ def micro_batch_arg(value: str) -> int | str | None:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="clip shards from prepare_data.py")
     p.add_argument("--out", required=True, help="output folder: the distilled set")
-    p.add_argument("--iterations", type=int, default=1000)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=0, help="0: evaluate at the end only")
+    budgets = ", ".join(f"{m} {n}" for m, n in ITERATIONS.items())
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help=f"default: the paper's budget per method ({budgets})",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=50, help="default %(default)s")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="iterations between evaluations on the val split; 0 (default): at the end only",
+    )
     p.add_argument(
         "--eval-epochs", type=int, help="evaluation epochs (500; FRePo sets 1000, SPEC §6)"
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from s2d_ray import __version__, files
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
@@ -30,8 +30,9 @@ from s2d_ray.evaluation import (
     EvalConfig,
     EvalResult,
     ResultRow,
+    as_videos,
     class_groups,
-    evaluate_set,
+    evaluate_synthetic,
     random_baseline,
     with_own_settings,
 )
@@ -45,8 +46,9 @@ from s2d_ray.methods import (
     paper_defaults,
 )
 from s2d_ray.methods.checkpoint import load_checkpoint, save_checkpoint
+from s2d_ray.methods.hyperparameters import paper_iterations
 from s2d_ray.models import resolve_device
-from s2d_ray.synthetic import SyntheticImages, SyntheticSet, load_set, save_set
+from s2d_ray.synthetic import SyntheticSet, load_set, save_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig, Usage
 from s2d_ray.tracking.previews import class_gifs, frame_difference_png, grid_png
@@ -69,7 +71,9 @@ class DistillConfig(StrictConfig):
     out: str
     ipc: int = Field(ge=1, description="videos per class (images per class for static)")
     stage: Literal["video", "static"] = "video"
-    iterations: int = Field(default=1000, ge=0)
+    iterations: int | None = Field(
+        default=None, ge=0, description="None: the paper's budget for the method (SPEC §6)"
+    )
     eval_every: int = Field(default=0, ge=0, description="0: evaluate at the end only")
     eval_repeats_during: int = Field(default=1, ge=1)
     checkpoint_every: int = Field(default=50, ge=1)
@@ -82,6 +86,15 @@ class DistillConfig(StrictConfig):
     seed: int = 0
 
     _absolute = field_validator("data", "out", "static")(absolute_uri)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_iterations(cls, data):
+        if isinstance(data, dict) and data.get("iterations") is None and "method" in data:
+            static = data.get("stage") == "static"
+            name = f"static-{data['method']}" if static else data["method"]
+            data = {**data, "iterations": paper_iterations(name)}
+        return data
 
     @property
     def registry(self) -> dict[str, type[DistillMethod]]:
@@ -146,7 +159,9 @@ def run_distillation(
     method_cls = get_method(config.method, config.registry)
     method_config = resolve_method_config(config, real)
     static, static_manifest = _static_memory(config, method_cls)
-    context = DistillContext(real, config.ipc, config.seed, static, static_manifest)
+    context = DistillContext(
+        real, config.ipc, config.seed, static, static_manifest, iterations=config.iterations
+    )
     method = method_cls(method_config, context)
     key = config.resume_key(real.shards.fingerprint, method_config)
     last = load_checkpoint(config.out, method, key) if method.iterative else None
@@ -264,11 +279,12 @@ def _iterate(
                 config.eval.model_copy(update={"repeats": config.eval_repeats_during}),
                 method.eval_overrides(),
             )
-            result = evaluate_items(method.synthetic, method.context.real, quick)
+            # every choice made from this (ASHA, the best trial) reads val, never test
+            result = evaluate_items(method.synthetic, method.context.real, quick, split="val")
             evaluation = {
-                "eval_top1": result.mean,
-                "eval_top1_std": result.std,
-                "eval_top5": result.top5_mean,
+                "val_top1": result.mean,
+                "val_top1_std": result.std,
+                "val_top5": result.top5_mean,
                 "stored_mib": method.synthetic.storage_bytes(config.storage_dtype) / MIB,
             }
             # A search's scheduler may stop the run at the report: log what it used first.
@@ -279,7 +295,7 @@ def _iterate(
                 on_evaluation(done, {**metrics, **evaluation})
             print(
                 f"[{config.method}] iteration {done}: loss {metrics['loss']:.4g}, "
-                f"top-1 {100 * result.mean:.1f}%",
+                f"val top-1 {100 * result.mean:.1f}%",
                 flush=True,
             )
     return losses
@@ -291,19 +307,20 @@ def _finite(method: DistillMethod) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in method.learnable())
 
 
-def as_videos(synthetic: SyntheticSet, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The set as training videos: a static memory becomes stills repeated over time."""
-    with torch.no_grad():
-        items, labels = synthetic.materialize()
-    if isinstance(synthetic, SyntheticImages):
-        items = items.unsqueeze(1).expand(-1, frames, -1, -1, -1)
-    return items.detach(), labels
+def evaluate_items(
+    synthetic: SyntheticSet, real: RealData, config: EvalConfig, *, split: str
+) -> EvalResult:
+    """The protocol on ``synthetic``, scored on ``split`` (val for choices, test to report)."""
+    scored = ArrowClipDataset(real.shards, split)
+    return evaluate_synthetic(synthetic, scored, config, device=real.device)
 
 
-def evaluate_items(synthetic: SyntheticSet, real: RealData, config: EvalConfig) -> EvalResult:
+def report_splits(real: RealData) -> tuple[ArrowClipDataset, list[ArrowClipDataset]]:
+    """A final table's splits: test, read once for the report, and val beside it (where the
+    shards have one), the score every choice was made on."""
     test = ArrowClipDataset(real.shards, "test")
-    items, labels = as_videos(synthetic, real.clip_shape[0])
-    return evaluate_set(items, labels, test, config, device=real.device)
+    has_val = any(s["split"] == "val" for s in real.shards.manifest["shards"])
+    return test, [ArrowClipDataset(real.shards, "val")] if has_val else []
 
 
 def judged_rows(
@@ -316,12 +333,13 @@ def judged_rows(
     name: str,
 ) -> list[ResultRow]:
     """The full protocol on ``synthetic`` (at its own settings where ``config`` leaves them,
-    e.g. MTT's learned lr), beside the same-size random real baseline at the protocol's."""
-    test = ArrowClipDataset(real.shards, "test")
+    e.g. MTT's learned lr), beside the same-size random real baseline at the protocol's:
+    scored on test, with the same networks' val score beside it."""
+    test, also = report_splits(real)
     groups = class_groups(real.shards, seed=config.seed, device=real.device)
-    items, labels = as_videos(synthetic, real.clip_shape[0])
-    result = evaluate_set(items, labels, test, with_own_settings(config, own), device=real.device)
-    baseline = random_baseline(real, test, ipc, config)
+    own_config = with_own_settings(config, own)
+    result = evaluate_synthetic(synthetic, test, own_config, device=real.device, also=also)
+    baseline = random_baseline(real, test, ipc, config, also)
     t, c, h, w = real.clip_shape
     videos_bytes = 4 * real.num_classes * ipc * t * c * h * w  # as float32 videos
     return [
@@ -334,13 +352,18 @@ def log_rows(rows: list[ResultRow], run: RunHandle, out: str | None = None) -> N
     """The judged set's and the baseline's figures as metrics (and ``evaluation.json``)."""
     for row, prefix in zip(rows, ("final", "random_baseline"), strict=False):
         d = row.to_dict()
+        split = row.result.split  # every logged figure names the split it was scored on
         run.log_metrics(
             {
-                f"{prefix}_top1_mean": d["mean"],
-                f"{prefix}_top1_std": d["std"],
-                f"{prefix}_top5_mean": d["top5_mean"],
-                f"{prefix}_static_mean": d.get("static_mean", math.nan),
-                f"{prefix}_dynamic_mean": d.get("dynamic_mean", math.nan),
+                f"{prefix}_{split}_top1_mean": d["mean"],
+                f"{prefix}_{split}_top1_std": d["std"],
+                f"{prefix}_{split}_top5_mean": d["top5_mean"],
+                f"{prefix}_{split}_static_mean": d.get("static_mean", math.nan),
+                f"{prefix}_{split}_dynamic_mean": d.get("dynamic_mean", math.nan),
+                **{
+                    f"{prefix}_{other}_top1_mean": row.result.also_mean(other)
+                    for other in row.result.also
+                },
             }
         )
     if out is not None:

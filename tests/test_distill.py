@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from s2d_ray.distill import DistillConfig, DivergedError, run_distillation
 from s2d_ray.evaluation import EvalConfig
+from s2d_ray.methods import METHODS, STATIC_METHODS
 from s2d_ray.methods.checkpoint import CheckpointMismatchError
 from s2d_ray.methods.dm import S2DDM, _DistributionMatching
+from s2d_ray.methods.frepo import FREPO_PROTOCOL
 from s2d_ray.synthetic import load_distilled, load_set, save_set
 from s2d_ray.synthetic.videos import SyntheticImages
 from s2d_ray.tracking import TrackingConfig
@@ -60,17 +62,44 @@ def interrupt_at(monkeypatch, cls, iteration: int) -> None:
     monkeypatch.setattr(cls, "step", step)
 
 
-@pytest.mark.parametrize("method", ["dm", "s2d-dm"])
+S2D = {"lr_dynamic": 100.0, "lr_hal": 1e-3}
+POOL = {"batch_real": 2, "pool_size": 2, "online_steps": 2}
+STUDENT = {"syn_steps": 2, "batch_syn": 5, "max_start_epoch": 2}
+# every iterative method of both registries, at settings that run in seconds
+RESUMABLE = {
+    ("static", "dm"): FAST,
+    ("static", "dc"): FAST,
+    ("video", "dm"): FAST,
+    ("video", "s2d-dm"): {**FAST, **S2D},
+    ("video", "mtt"): {**STUDENT, "lr_img": 100.0},
+    ("video", "s2d-mtt"): {**STUDENT, **S2D},
+    ("video", "frepo"): {**POOL, "lr_img": 1e-2},
+    ("video", "s2d-frepo"): {**POOL, "lr_dynamic": 0.1, "lr_hal": 1e-3},
+}
+
+
+def test_resume_covers_every_iterative_method():
+    assert {n for k, n in RESUMABLE if k == "video"} == {
+        n for n, cls in METHODS.items() if cls.iterative
+    }
+    assert {n for k, n in RESUMABLE if k == "static"} == set(STATIC_METHODS)
+
+
+@pytest.mark.parametrize(("stage", "method"), RESUMABLE, ids=[f"{s}-{m}" for s, m in RESUMABLE])
 def test_interrupted_run_resumes_bit_identical(
-    embedded_small, static, tmp_path, method, monkeypatch
+    embedded_small, embedded_experts, static, tmp_path, stage, method, monkeypatch
 ):
-    kw = {"method": method, "static": static if method == "s2d-dm" else None}
-    if method == "s2d-dm":
-        kw["method_config"] = {**FAST, "lr_dynamic": 100.0, "lr_hal": 1e-3}
+    mc = dict(RESUMABLE[(stage, method)])
+    if method.endswith("mtt"):
+        mc["experts"] = embedded_experts
+    kw = {"method": method, "stage": stage, "method_config": mc}
+    if method.startswith("s2d"):
+        kw["static"] = static
     clean = run_distillation(config(embedded_small, tmp_path / "clean", **kw), OFF)
     assert clean.iterations_run == 6 and clean.resumed_from is None
 
-    interrupt_at(monkeypatch, _DistributionMatching, 4)
+    registry = STATIC_METHODS if stage == "static" else METHODS
+    interrupt_at(monkeypatch, registry[method], 4)
     with pytest.raises(KeyboardInterrupt):
         run_distillation(config(embedded_small, tmp_path / "crashed", **kw), OFF)
     state = json.loads((tmp_path / "crashed" / "checkpoint" / "state.json").read_text())
@@ -104,7 +133,7 @@ def test_interrupted_frepo_run_resumes_bit_identical_with_its_pool_and_labels(
         assert torch.equal(value, crashed_set[name]), name
     manifest = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     assert manifest["layout"]["temporal"] == {"frames": 8, "syn_frames": 2, "segments": [4, 4]}
-    assert manifest["eval"] == {"lr": 1e-4, "epochs": 1000}
+    assert manifest["eval"] == FREPO_PROTOCOL
 
 
 def test_interrupted_mtt_run_resumes_bit_identical_with_its_syn_lr(
@@ -276,7 +305,11 @@ def test_tracked_run_logs_params_losses_results_artefacts_and_lineage(
     losses = client.get_metric_history(summary.run_id, "loss")
     assert [m.step for m in losses] == [1, 2, 3, 4]
     assert [m.value for m in losses] == pytest.approx(summary.losses)
-    assert "final_top1_mean" in run.data.metrics and "random_baseline_top1_mean" in run.data.metrics
+    metrics = run.data.metrics  # every figure names its split: test reported, val beside it
+    assert {"final_test_top1_mean", "final_val_top1_mean", "random_baseline_test_top1_mean"} <= set(
+        metrics
+    )
+    assert not any(k.startswith("final_top1") for k in metrics)
     assert run.data.metrics["stored_mib"] == pytest.approx(summary.storage_bytes / 2**20)
     artifacts = {f.path for f in client.list_artifacts(summary.run_id, "previews")}
     assert {"previews/grid.png", "previews/frame-differences.png", "previews/gifs"} <= artifacts
@@ -305,7 +338,7 @@ def test_a_search_trial_is_evaluated_at_its_last_iteration_off_the_interval(
         on_evaluation=lambda iteration, metrics: seen.append((iteration, sorted(metrics))),
     )
     assert [iteration for iteration, _ in seen] == [2, 4, 5]
-    assert {"eval_top1", "eval_top1_std", "stored_mib"} <= set(seen[-1][1])
+    assert {"val_top1", "val_top1_std", "stored_mib"} <= set(seen[-1][1])
 
 
 def test_one_mlflow_run_per_output_folder(embedded_small, tmp_path):

@@ -143,11 +143,11 @@ def distill_all(data: str, out, capsys, methods=None, variants=True) -> dict[str
     return printed
 
 
-# options beyond each method's defaults: temporal compression and learnt labels
+# options beyond each method's defaults: temporal compression and fixed labels
 VARIANTS = {
-    "dm:temporal": ["--syn-frames", "2", "--segments", "2"],
+    "dm:temporal": ["--syn-frames", "2", "--segments", "2", "--network", "convnet_gru"],
     "s2d-mtt:temporal": ["--syn-frames", "4", "--segments", "3,5"],
-    "frepo:labels": ["--learn-labels"],
+    "frepo:labels": ["--no-learn-labels"],
 }
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test"]
 MediaKind = Literal["frames", "video", "embedded"]
 
 

@@ -27,6 +27,12 @@ from s2d_ray.data.index import DatasetIndex, Problem, VideoRecord
 from s2d_ray.data.readers.media import BadVideoError, open_media, read_clips
 from s2d_ray.data.registry import DiscoverOptions, discover, get_dataset
 from s2d_ray.data.spec import ClipSpec, SamplingPolicy, ShortPolicy
+from s2d_ray.data.validation import (
+    VAL_FRACTION,
+    VAL_MIN_PER_CLASS,
+    ValidationPlan,
+    carve_validation,
+)
 from s2d_ray.seeding import numpy_rng
 
 
@@ -45,8 +51,17 @@ class PrepareConfig(StrictConfig):
     clips_per_video: int | None = Field(
         default=None, ge=1, description="train clips per video; default: the dataset's"
     )
-    test_clips: int = Field(default=3, ge=1)
+    test_clips: int = Field(default=3, ge=1, description="clips per test (and val) video")
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    val_fraction: float = Field(
+        default=VAL_FRACTION,
+        ge=0.0,
+        lt=1.0,
+        description="share of each class's training videos carved into the validation split",
+    )
+    val_min_per_class: int = Field(
+        default=VAL_MIN_PER_CLASS, ge=0, description="val videos per class at least"
+    )
     videos_per_shard: int = Field(default=64, ge=1)
     max_videos_per_class: int | None = Field(default=None, ge=1, description="per split; a subset")
     strict: bool = False
@@ -115,6 +130,7 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
         groups.setdefault((record.split, record.label), []).append(record)
     tasks = []
     for (split, label), records in sorted(groups.items()):
+        # val clips are drawn as test clips are: a fixed, seeded set scored every time
         num_clips = config.train_clips() if split == "train" else config.test_clips
         for part, start in enumerate(range(0, len(records), config.videos_per_shard)):
             chunk = tuple(records[start : start + config.videos_per_shard])
@@ -251,6 +267,15 @@ def prepare(
     if config.strict and index.problems:
         p = index.problems[0]
         raise BadVideoError(p.path, f"{p.reason} (--strict stops at the first bad entry)")
+    definition = get_dataset(config.dataset)
+    index.records, validation = carve_validation(
+        index.records,
+        fraction=config.val_fraction,
+        min_per_class=config.val_min_per_class,
+        seed=config.seed,
+        group_of=definition.group_of,
+        grouped_by=definition.grouped_by,
+    )
     if config.max_videos_per_class is not None:
         index.records = _subset(index.records, config.max_videos_per_class)
     tasks = plan_shards(index, config)
@@ -269,7 +294,7 @@ def prepare(
     problems = index.problems + [
         p for r in sorted(results, key=lambda r: r.relpath) for p in r.problems
     ]
-    manifest = _manifest(config, index, results, problems)
+    manifest = _manifest(config, index, results, problems, validation)
     files.write_json(fs, files.join(out, sh.MANIFEST), manifest)
     files.write_atomic(fs, files.join(out, sh.SKIPPED), _skipped_csv(problems))
     elapsed = time.perf_counter() - started
@@ -300,7 +325,11 @@ def _check_previous(fs, out: str, config: PrepareConfig) -> None:
 
 
 def _manifest(
-    config: PrepareConfig, index: DatasetIndex, results: list[ShardResult], problems: list[Problem]
+    config: PrepareConfig,
+    index: DatasetIndex,
+    results: list[ShardResult],
+    problems: list[Problem],
+    validation: ValidationPlan,
 ) -> dict:
     spec = config.clip_spec()
     counts: dict[str, dict] = {}
@@ -335,8 +364,13 @@ def _manifest(
         "classes": index.classes,
         "clip": spec.model_dump(),
         "clip_shape": list(spec.frame_shape),
-        "clips_per_video": {"train": config.train_clips(), "test": config.test_clips},
+        "clips_per_video": {
+            "train": config.train_clips(),
+            "val": config.test_clips,
+            "test": config.test_clips,
+        },
         "counts": counts,
+        "validation": validation.to_json(),
         "shards": shards,
         "skipped": len(problems),
         "fingerprint": content,

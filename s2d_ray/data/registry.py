@@ -26,6 +26,7 @@ from s2d_ray.data.readers.splits import (
     read_ucf_list,
 )
 from s2d_ray.data.spec import ClipSpec
+from s2d_ray.data.validation import GroupOf, ucf_group, video_group
 from s2d_ray.seeding import derive_seed, numpy_rng
 
 MINIUCF_CLASSES = sorted(
@@ -105,7 +106,10 @@ TRAIN_CLIPS_PER_VIDEO = 4
 class DatasetDefinition:
     """``flip``: whether training on real clips mirrors them (SPEC §1: the reference flips
     UCF101/MiniUCF and HMDB51; its Kinetics-400 and SSv2 loaders never flip, and flips would
-    swap the left/right motion classes of SSv2 and of the embedded set)."""
+    swap the left/right motion classes of SSv2 and of the embedded set).
+
+    ``group_of``: the group of a video id, which the validation split never divides
+    (``grouped_by`` names it in ``dataset.json``)."""
 
     name: str
     clip: ClipSpec
@@ -114,6 +118,8 @@ class DatasetDefinition:
     description: str = ""
     flip: bool = False
     train_clips: int = TRAIN_CLIPS_PER_VIDEO
+    group_of: GroupOf = video_group
+    grouped_by: str = "video"
 
 
 DATASETS: dict[str, DatasetDefinition] = {}
@@ -127,12 +133,22 @@ def register_dataset(
     description: str = "",
     flip: bool = False,
     train_clips: int = TRAIN_CLIPS_PER_VIDEO,
+    groups: tuple[str, GroupOf] = ("video", video_group),
 ):
     def wrap(fn: Callable[[DiscoverOptions], DatasetIndex]):
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
+        grouped_by, group_of = groups
         DATASETS[name] = DatasetDefinition(
-            name, clip, fn, needs_root, description or fn.__doc__, flip, train_clips
+            name,
+            clip,
+            fn,
+            needs_root,
+            description or fn.__doc__,
+            flip,
+            train_clips,
+            group_of,
+            grouped_by,
         )
         return fn
 
@@ -241,7 +257,10 @@ _CLIP16 = ClipSpec(frames=16, size=112, sampling="stride", stride=4)
 _CLIP8 = ClipSpec(frames=8, size=64, sampling="centred")
 
 
-@register_dataset("miniucf", _CLIP16, flip=True)
+_UCF_GROUPS = ("UCF101 group gNN", ucf_group)
+
+
+@register_dataset("miniucf", _CLIP16, flip=True, groups=_UCF_GROUPS)
 def _miniucf(options: DiscoverOptions) -> DatasetIndex:
     """The 50 UCF101 classes of the S2D paper, UCF101 split 1 (4662 train / 1861 test)."""
     _, entries = _ucf_entries(options, MINIUCF_CLASSES)
@@ -250,7 +269,7 @@ def _miniucf(options: DiscoverOptions) -> DatasetIndex:
     return _index_entries(options, MINIUCF_CLASSES, entries)
 
 
-@register_dataset("ucf101", _CLIP16, flip=True)
+@register_dataset("ucf101", _CLIP16, flip=True, groups=_UCF_GROUPS)
 def _ucf101(options: DiscoverOptions) -> DatasetIndex:
     """UCF101, split 1 (9537 train / 3783 test)."""
     classes, entries = _ucf_entries(options, None)

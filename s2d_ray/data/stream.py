@@ -60,9 +60,23 @@ class ClipShards:
             for s in self.manifest["shards"]
             if s["split"] == split and (wanted is None or s["label"] in wanted)
         ]
+        if not paths and split == "val" and "validation" not in self.manifest:
+            raise ValueError(
+                f"{self.uri} was prepared before shards carried a validation split, which "
+                "every choice (periodic evaluation, the search, the best set) now reads "
+                "instead of test: prepare the dataset again into a new folder "
+                f"(`python jobs/prepare_data.py --dataset {self.manifest['dataset']} "
+                "--out NEW_DIR ...`, with the options used before)"
+            )
         if not paths:
             which = "" if wanted is None else f" of labels {sorted(wanted)}"
-            raise ValueError(f"{self.uri} has no {split!r} clips{which}")
+            hint = ""
+            if split == "val":
+                hint = (
+                    " (its validation split is empty: prepare it again with a larger "
+                    "--val-fraction or --val-min-per-class)"
+                )
+            raise ValueError(f"{self.uri} has no {split!r} clips{which}{hint}")
         return paths
 
     def read_table(

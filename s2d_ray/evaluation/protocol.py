@@ -12,41 +12,67 @@ The set is materialised once and kept on the device; an epoch only indexes it.
 Repeats run one after another (``sequential``) or as one stacked model under ``torch.func.vmap``
 (``vmap``): every repeat gets its own init, order and dropout either way. ``auto`` picks
 sequential, except for IEEE fp32 on CUDA (``resolve_repeat_mode``).
+
+FRePo's sets are trained as FRePo's evaluation does (SPEC §5; the set's own settings,
+``methods.frepo.FREPO_PROTOCOL``): AdamW, a linear warm-up from 0.01x over the first 10 %
+of epochs chained with cosine annealing to 0.01x lr, MSE on label vectors (learnt ones, or
+one-hot), 1000 epochs.
+
+Networks are scored on the split they are given (``test`` for a final table, ``val`` for
+every choice); ``also`` scores the same networks on further splits, e.g. a final table's
+val column beside its test one.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from s2d_ray.config import StrictConfig
 from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
+from s2d_ray.evaluation.items import EpochDraw, Pairs, epoch_draw
 from s2d_ray.models import Precision, create
 from s2d_ray.models.step import MicroBatch, predict, train_step
 from s2d_ray.seeding import derive_seed, torch_generator
-from s2d_ray.synthetic.base import supervised_loss
+from s2d_ray.synthetic.base import SyntheticSet, supervised_loss
 
 
 class EvalConfig(StrictConfig):
+    """SPEC §5's protocol. ``eval_batch_size`` 64 is the reference's test batch: with the
+    per-batch standardisation on, a test clip's input depends on the clips batched with it
+    (the test split is read in its stored, class-major order), so the batch's size and
+    make-up are part of the result."""
+
     arch: str = "convnet3d"
     epochs: int = Field(default=500, ge=1)
     lr: float = Field(default=0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["step", "warmup_cosine"] = Field(
+        default="step", description="step: x0.1 at the half; warmup_cosine: FRePo's"
+    )
+    loss: Literal["ce", "mse"] = Field(
+        default="ce", description="mse: on label vectors (learnt, or one-hot), FRePo's"
+    )
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-4, ge=0)
     batch_size: int = Field(default=256, ge=1)
-    eval_batch_size: int = Field(default=256, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
     repeats: int = Field(default=3, ge=1)
     standardize: bool = Field(default=True, description="the reference's per-batch standard.")
     normalize: Literal["imagenet", "none"] = "imagenet"
     repeat_mode: Literal["auto", "sequential", "vmap"] = "auto"
+    pairs: Pairs = Field(
+        default="redraw", description="S2D memories: one pair per slot re-drawn each epoch, or all"
+    )
     precision: Precision = "tf32"
     micro_batch: MicroBatch = Field(
         default="auto", description="clips per forward/backward (models/step.py); None: all"
@@ -54,26 +80,40 @@ class EvalConfig(StrictConfig):
     seed: int = 0
 
 
+# SPEC §5: cross-architecture evaluation trains 100 epochs at lr 1e-2, for every set
+# whatever its own lr and epochs (its optimiser and loss stay its own).
+CROSS_ARCH_DEFAULTS = {
+    "convnet_gru": {"epochs": 100, "lr": 1e-2},
+    "convnet_lstm": {"epochs": 100, "lr": 1e-2},
+}
+
+
 def with_own_settings(config: EvalConfig, own: dict) -> EvalConfig:
-    """``config`` with a set's own evaluation settings (MTT: its learned lr; FRePo: lr 1e-4
-    and 1000 epochs, SPEC §6) wherever the user left the protocol's default."""
+    """``config`` with a set's own evaluation settings (MTT: its learned lr, or lr_teacher
+    when syn_lr was frozen; FRePo: ``FREPO_PROTOCOL``) wherever the user left the protocol's
+    default. A cross-architecture network keeps its own lr and epochs (CROSS_ARCH_DEFAULTS)
+    unless the user set them."""
     unset = {k: v for k, v in own.items() if k not in config.model_fields_set}
-    return config.model_copy(update=unset)
-
-
-# SPEC §5: cross-architecture evaluation trains 100 epochs at lr 1e-2.
-CROSS_ARCH_DEFAULTS = {"convnet_gru": {"epochs": 100}, "convnet_lstm": {"epochs": 100}}
+    arch = {
+        k: v
+        for k, v in CROSS_ARCH_DEFAULTS.get(config.arch, {}).items()
+        if k not in config.model_fields_set
+    }
+    return config.model_copy(update=unset | arch)
 
 
 @dataclass
 class EvalResult:
-    """Per repeat: final-epoch top-1 / top-5 and per-class top-1 on the real test clips."""
+    """Per repeat: final-epoch top-1 / top-5 and per-class top-1 on the real clips of
+    ``split``; ``also``: the same networks' top-1 on other splits (e.g. val beside test)."""
 
     top1: list[float]
     top5: list[float]
     per_class: list[list[float]]
     train_items: int
     config: dict = field(default_factory=dict)
+    split: str = "test"
+    also: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -86,6 +126,10 @@ class EvalResult:
     @property
     def top5_mean(self) -> float:
         return float(np.mean(self.top5))
+
+    def also_mean(self, split: str) -> float:
+        """Mean top-1 of the same networks on ``split`` (NaN where it was not scored)."""
+        return float(np.mean(self.also[split])) if split in self.also else math.nan
 
     def group_accuracy(self, classes: list[int]) -> tuple[float, float]:
         """Mean ± std over repeats of the mean per-class accuracy over ``classes``."""
@@ -102,11 +146,21 @@ class EvalResult:
             "std": self.std,
             "top5_mean": self.top5_mean,
             "config": self.config,
+            "split": self.split,
+            "also": self.also,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> EvalResult:
-        return cls(d["top1"], d["top5"], d["per_class"], d["train_items"], d.get("config", {}))
+        return cls(
+            d["top1"],
+            d["top5"],
+            d["per_class"],
+            d["train_items"],
+            d.get("config", {}),
+            d.get("split", "test"),
+            d.get("also", {}),
+        )
 
 
 def resolve_repeat_mode(config: EvalConfig, device: torch.device) -> str:
@@ -128,20 +182,56 @@ def evaluate_set(
     config: EvalConfig,
     *,
     device: torch.device | str = "cpu",
+    also: Sequence[ArrowClipDataset] = (),
     **arch_kwargs,
 ) -> EvalResult:
-    """Train ``config.repeats`` fresh ``config.arch`` networks on (items, labels) and test them.
+    """Train ``config.repeats`` fresh ``config.arch`` networks on (items, labels) and score
+    them on ``test`` (whatever split it holds) and on each split of ``also``.
 
     ``items``: float videos (N, T, 3, H, W) in the normalised space of ``config.normalize``.
     """
     device = torch.device(device)
     items, labels = items.detach().to(device).float(), labels.detach().to(device)
-    num_classes = test.num_classes
-    clip_shape = tuple(items.shape[1:])
+    return evaluate_draw(
+        lambda epoch: (items, labels), len(labels), test, config, device, also, **arch_kwargs
+    )
+
+
+def evaluate_synthetic(
+    synthetic: SyntheticSet,
+    test: ArrowClipDataset,
+    config: EvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    also: Sequence[ArrowClipDataset] = (),
+) -> EvalResult:
+    """The protocol on a synthetic set as ``items.epoch_draw`` feeds it (stills repeated over
+    the real clips' frames; an S2D memory's pairs per ``config.pairs``)."""
+    frames = test.clip_shape[0]
+    draw, count = epoch_draw(
+        synthetic, frames, pairs=config.pairs, seed=derive_seed(config.seed, "pairs"), device=device
+    )
+    return evaluate_draw(draw, count, test, config, device, also)
+
+
+def evaluate_draw(
+    draw: EpochDraw,
+    count: int,
+    test: ArrowClipDataset,
+    config: EvalConfig,
+    device: torch.device | str = "cpu",
+    also: Sequence[ArrowClipDataset] = (),
+    **arch_kwargs,
+) -> EvalResult:
+    """``evaluate_set`` for a set whose items may change each epoch (``items.epoch_draw``:
+    an S2D memory's pairs re-drawn per epoch); ``count`` items per epoch."""
+    device = torch.device(device)
+    first, _ = draw(0)
+    clip_shape = tuple(first.shape[1:])
     models = [
         create(
             config.arch,
-            num_classes=num_classes,
+            num_classes=test.num_classes,
             clip_shape=clip_shape,
             seed=derive_seed(config.seed, "eval-init", r),
             **arch_kwargs,
@@ -149,39 +239,103 @@ def evaluate_set(
         for r in range(config.repeats)
     ]
     if resolve_repeat_mode(config, device) == "vmap" and config.repeats > 1:
-        models = train_stacked(models, items, labels, config, device)
+        models = train_stacked(models, draw, config, device)
     else:
-        batches = tensor_batches(items, labels, config)
+        batches = draw_batches(draw, config)
         for r, model in enumerate(models):
             train_network(model, batches, config, derive_seed(config.seed, "eval", r), device)
+    return score(models, test, config, device, also, count)
+
+
+def score(
+    models: list[nn.Module],
+    test: ArrowClipDataset,
+    config: EvalConfig,
+    device: torch.device,
+    also: Sequence[ArrowClipDataset],
+    train_items: int,
+) -> EvalResult:
+    """Trained networks scored on ``test`` and on each split of ``also``."""
     scores = [test_network(m, test, config, device) for m in models]
-    return _result(scores, len(labels), config)
-
-
-def _result(scores: list[tuple], train_items: int, config: EvalConfig) -> EvalResult:
+    extra = {
+        other.split: [test_network(m, other, config, device)[0] for m in models] for other in also
+    }
     return EvalResult(
         top1=[s[0] for s in scores],
         top5=[s[1] for s in scores],
         per_class=[s[2] for s in scores],
         train_items=train_items,
         config=config.model_dump(mode="json"),
+        split=test.split,
+        also=extra,
     )
 
 
-def _optimizer(params, config: EvalConfig, epoch: int) -> torch.optim.Optimizer:
-    lr = config.lr * (0.1 if epoch >= config.epochs // 2 else 1.0)
-    return torch.optim.SGD(
-        params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+class EpochSchedule:
+    """The protocol's optimiser and learning rate, epoch by epoch.
+
+    ``step``: SGD (momentum, weight decay) at lr, then lr x0.1 from the half on, where the
+    optimiser is re-created as the reference did (momentum reset). ``warmup_cosine``
+    (FRePo's evaluation): torch's LinearLR from 0.01x over the first 10 % of the epochs
+    chained with CosineAnnealingLR to 0.01x lr over all of them, stepped once per epoch.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], config: EvalConfig) -> None:
+        self.params, self.config = list(params), config
+        self.optimizer = self._make(config.lr)
+        self.scheduler = None
+        if config.schedule == "warmup_cosine":
+            lr_sched = torch.optim.lr_scheduler
+            warmup = lr_sched.LinearLR(
+                self.optimizer, start_factor=0.01, total_iters=max(1, int(0.1 * config.epochs))
+            )
+            cosine = lr_sched.CosineAnnealingLR(
+                self.optimizer, T_max=config.epochs, eta_min=0.01 * config.lr
+            )
+            self.scheduler = lr_sched.ChainedScheduler([warmup, cosine])
+
+    def _make(self, lr: float) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(self.params, lr=lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(self.params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def start_epoch(self, epoch: int) -> torch.optim.Optimizer:
+        """The optimiser to train epoch ``epoch`` with (call it for 0, 1, 2, ... in turn)."""
+        if self.scheduler is not None:
+            if epoch:
+                self.scheduler.step()
+        elif epoch == self.config.epochs // 2 and epoch:
+            self.optimizer = self._make(0.1 * self.config.lr)
+        return self.optimizer
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def protocol_loss(config: EvalConfig, num_classes: int):
+    """The training loss: cross-entropy (or, on learnt label vectors, their regression), or
+    FRePo's MSE (mean over elements, as torch's MSELoss) on label vectors."""
+    if config.loss == "ce":
+        return supervised_loss
+
+    def mse(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if not targets.is_floating_point():
+            targets = F.one_hot(targets, num_classes).to(logits.dtype)
+        return F.mse_loss(logits, targets)
+
+    return mse
 
 
 Batches = Callable[[int, torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
-def tensor_batches(items: torch.Tensor, labels: torch.Tensor, config: EvalConfig) -> Batches:
-    """Shuffled minibatches of an in-memory set (a synthetic set, materialised once)."""
+def draw_batches(draw: EpochDraw, config: EvalConfig) -> Batches:
+    """Shuffled minibatches of an in-memory set: the epoch's draw of a synthetic set."""
 
     def batches(epoch: int, order: torch.Generator):
+        items, labels = draw(epoch)
         perm = torch.randperm(len(labels), generator=order).to(items.device)
         for start in range(0, len(perm), config.batch_size):
             idx = perm[start : start + config.batch_size]
@@ -218,12 +372,12 @@ def train_network(
     model.train()
     order = torch_generator(seed, "order")
     loss_sum, seen = math.nan, 0
+    loss_fn = protocol_loss(config, _num_outputs(model))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(seed, "dropout"))
-        optimizer = _optimizer(model.parameters(), config, 0)
+        schedule = EpochSchedule(model.parameters(), config)
         for epoch in range(config.epochs):
-            if epoch == config.epochs // 2 and epoch:  # lr x0.1, momentum reset (reference)
-                optimizer = _optimizer(model.parameters(), config, epoch)
+            optimizer = schedule.start_epoch(epoch)
             loss_sum, seen = 0.0, 0
             for x, y in batches(epoch, order):
                 x = standardize(x) if config.standardize else x
@@ -232,12 +386,17 @@ def train_network(
                     optimizer,
                     x,
                     y,
-                    supervised_loss,
+                    loss_fn,
                     precision=config.precision,
                     micro_batch=config.micro_batch,
                 )
                 loss_sum, seen = loss_sum + float(loss) * len(y), seen + len(y)
     return loss_sum / max(seen, 1)
+
+
+def _num_outputs(model: nn.Module) -> int:
+    """Classes a network predicts (its last parameter is its head's bias)."""
+    return int(list(model.parameters())[-1].shape[0])
 
 
 def evaluate_real(
@@ -247,11 +406,12 @@ def evaluate_real(
     *,
     flip: bool = False,
     device: torch.device | str = "cpu",
+    also: Sequence[ArrowClipDataset] = (),
 ) -> EvalResult:
     """The protocol trained on all real training clips: the upper-bound row."""
     device = torch.device(device)
     t, h, w, c = train.clip_shape
-    scores = []
+    models = []
     for r in range(config.repeats):
         model = create(
             config.arch,
@@ -261,16 +421,12 @@ def evaluate_real(
         ).to(device)
         batches = real_batches(train, config, device, flip)
         train_network(model, batches, config, derive_seed(config.seed, "eval", r), device)
-        scores.append(test_network(model, test, config, device))
-    return _result(scores, train.num_videos, config)
+        models.append(model)
+    return score(models, test, config, device, also, train.num_videos)
 
 
 def train_stacked(
-    models: list[nn.Module],
-    items: torch.Tensor,
-    labels: torch.Tensor,
-    config: EvalConfig,
-    device: torch.device,
+    models: list[nn.Module], draw: EpochDraw, config: EvalConfig, device: torch.device
 ) -> list[nn.Module]:
     """All repeats as one stacked model under vmap; each keeps its own order and dropout.
 
@@ -289,8 +445,10 @@ def train_stacked(
 
     forward = vmap(call, randomness="different")
 
+    loss_fn = protocol_loss(config, _num_outputs(models[0]))
+
     def stacked_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return supervised_loss(logits.flatten(0, 1), y.flatten(0, 1)) * repeats
+        return loss_fn(logits.flatten(0, 1), y.flatten(0, 1)) * repeats
 
     orders = [torch_generator(derive_seed(config.seed, "eval", r), "order") for r in range(repeats)]
     for m in models:
@@ -298,10 +456,10 @@ def train_stacked(
     base.train()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(derive_seed(config.seed, "eval-stacked-dropout"))
-        optimizer = _optimizer(params.values(), config, 0)
+        schedule = EpochSchedule(params.values(), config)
         for epoch in range(config.epochs):
-            if epoch == config.epochs // 2 and epoch:
-                optimizer = _optimizer(params.values(), config, epoch)
+            optimizer = schedule.start_epoch(epoch)
+            items, labels = draw(epoch)
             perms = torch.stack([torch.randperm(len(labels), generator=g) for g in orders])
             perms = perms.to(device)
             for start in range(0, perms.shape[1], config.batch_size):
@@ -333,7 +491,8 @@ def train_stacked(
 def test_network(
     model: nn.Module, test: ArrowClipDataset, config: EvalConfig, device: torch.device
 ) -> tuple[float, float, list[float]]:
-    """(top-1, top-5, per-class top-1) over every test clip."""
+    """(top-1, top-5, per-class top-1) over every clip of ``test`` (any split), read in
+    batches of ``eval_batch_size`` in stored order."""
     model.eval()
     transform = ClipTransform(normalize=config.normalize, standardize=config.standardize)
     k = min(5, test.num_classes)

@@ -4,6 +4,7 @@ and protocol)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from s2d_ray import files
@@ -16,33 +17,51 @@ MIB = 2**20
 
 
 def random_baseline(
-    real: RealData, test: ArrowClipDataset, ipc: int, config: EvalConfig
+    real: RealData,
+    test: ArrowClipDataset,
+    ipc: int,
+    config: EvalConfig,
+    also: Sequence[ArrowClipDataset] = (),
 ) -> EvalResult:
     """ipc random real videos per class, evaluated exactly like the set it sits beside."""
 
     def run() -> EvalResult:
         clips, labels = real.random_videos(ipc, config.seed)
-        return evaluate_set(clips, labels, test, config, device=real.device)
+        return evaluate_set(clips, labels, test, config, device=real.device, also=also)
 
-    return _cached(real, f"random-ipc{ipc}", {"ipc": ipc}, config, run)
+    return _cached(real, f"random-ipc{ipc}", {"ipc": ipc}, config, run, test, also)
 
 
 def full_data_baseline(
-    real: RealData, test: ArrowClipDataset, config: EvalConfig, *, flip: bool
+    real: RealData,
+    test: ArrowClipDataset,
+    config: EvalConfig,
+    *,
+    flip: bool,
+    also: Sequence[ArrowClipDataset] = (),
 ) -> EvalResult:
     """The protocol trained on every real training clip: the upper-bound row."""
 
     def run() -> EvalResult:
-        return evaluate_real(real.train, test, config, flip=flip, device=real.device)
+        return evaluate_real(real.train, test, config, flip=flip, device=real.device, also=also)
 
-    return _cached(real, "full", {"flip": flip}, config, run)
+    return _cached(real, "full", {"flip": flip}, config, run, test, also)
 
 
-def _cached(real: RealData, name: str, extra: dict, config: EvalConfig, run) -> EvalResult:
-    """A baseline computed once per dataset and protocol, kept next to the shards: every
-    search and evaluation of the same data reads it instead of training it again."""
+def _cached(
+    real: RealData, name: str, extra: dict, config: EvalConfig, run, test, also
+) -> EvalResult:
+    """A baseline computed once per dataset, protocol and scored splits, kept next to the
+    shards: every search and evaluation of the same data reads it instead of training it
+    again."""
+    splits = [test.split, *(other.split for other in also)]
     key = config_fingerprint(
-        {"data": real.shards.fingerprint, **extra, "eval": config.model_dump(mode="json")}
+        {
+            "data": real.shards.fingerprint,
+            **extra,
+            "eval": config.model_dump(mode="json"),
+            "splits": splits,
+        }
     )
     cache = files.join(real.shards.root, "baselines", f"{name}-{key}.json")
     fs = real.shards.fs
@@ -61,9 +80,12 @@ class ResultRow:
     mib: float | None
     groups: dict | None = None
 
-    def cells(self) -> list[str]:
+    def cells(self, also: Sequence[str] = ()) -> list[str]:
         r = self.result
         cells = [self.name, f"{100 * r.mean:.1f} ± {100 * r.std:.1f}", f"{100 * r.top5_mean:.1f}"]
+        for split in also:
+            mean = r.also_mean(split)
+            cells.append("-" if mean != mean else f"{100 * mean:.1f}")
         for group in ("static", "dynamic"):
             if self.groups:
                 mean, std = r.group_accuracy(self.groups[group])
@@ -87,13 +109,28 @@ class ResultRow:
         return out
 
 
-HEADER = ["set", "top-1 %", "top-5 %", "static %", "dynamic %", "MiB"]
+def header(split: str, also: Sequence[str] = ()) -> list[str]:
+    """Column names; every accuracy column names the split it was scored on."""
+    return [
+        "set",
+        f"{split} top-1 %",
+        f"{split} top-5 %",
+        *(f"{other} top-1 %" for other in also),
+        f"{split} static %",
+        f"{split} dynamic %",
+        "MiB",
+    ]
 
 
 def format_table(rows: list[ResultRow]) -> str:
-    """A Markdown table, one row per result."""
-    lines = [HEADER] + [row.cells() for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    """A Markdown table, one row per result; a column for each extra split any row has."""
+    split = rows[0].result.split if rows else "test"
+    if any(row.result.split != split for row in rows):
+        raise ValueError("one table holds rows scored on one split")
+    also = sorted({s for row in rows for s in row.result.also})
+    names = header(split, also)
+    lines = [names] + [row.cells(also) for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(names))]
 
     def fmt(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"

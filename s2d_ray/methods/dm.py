@@ -6,6 +6,12 @@ optimiser step follows. DM learns full videos initialised from random real clips
 0.5, ``lr_img``); S2D-DM keeps the static memory of stage 1 frozen and learns the dynamic
 memory (``lr_dynamic``) and the integrator H (``lr_hal``) with SGD momentum 0.95, re-drawing
 the static/dynamic pairing at every iteration.
+
+With ``segments`` > 1 (temporal compression, ``synthetic.temporal``) the matching is
+pairwise: each real segment is matched with its synthetic segment (expanded to the real
+length), through the iteration's network built for clips of that length (same seed, so the
+same weights), and the losses are summed. ConvNet3D needs 8 frames at 64² (16 at 112²), so
+short segments call for ``network: convnet_gru`` (the paper's temporal study used CNN+GRU).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_opti
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import create
 from s2d_ray.seeding import derive_seed, torch_generator
-from s2d_ray.synthetic.temporal import TemporalConfig
+from s2d_ray.synthetic.temporal import TemporalConfig, segment_bounds
 
 
 class DMConfig(TemporalConfig):
@@ -37,62 +43,94 @@ class S2DDMConfig(TemporalConfig):
     network: str = "convnet3d"
 
 
-def matching_network(name: str, context: DistillContext, iteration: int) -> torch.nn.Module:
-    """The iteration's fresh random network, frozen (seeded by seed and iteration)."""
+def matching_network(
+    name: str, context: DistillContext, iteration: int, frames: int | None = None
+) -> torch.nn.Module:
+    """The iteration's fresh random network, frozen (seeded by seed and iteration), for
+    clips of ``frames`` (default: the real clips')."""
     real = context.real
-    net = create(
-        name,
-        num_classes=real.num_classes,
-        clip_shape=real.clip_shape,
-        seed=derive_seed(context.seed, "dm-network", iteration),
-    )
+    t, c, h, w = real.clip_shape
+    try:
+        net = create(
+            name,
+            num_classes=real.num_classes,
+            clip_shape=(frames or t, c, h, w),
+            seed=derive_seed(context.seed, "dm-network", iteration),
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}; a segment of {frames or t} frames is too short for {name}: match "
+            "segments with network convnet_gru (--network convnet_gru) or use fewer segments"
+        ) from None
     return net.to(context.device).eval().requires_grad_(False)
 
 
 REAL_CHUNK = 2  # clips per no-graph forward: small activations are reused, not re-mapped
 
+Spans = list[tuple[int, int]]
+
 
 @torch.no_grad()
-def real_mean_embedding(
-    net: torch.nn.Module, context: DistillContext, label: int, n: int, generator
-) -> torch.Tensor:
-    """Mean embedding of ``n`` random real clips of class ``label``, embedded a few clips at a
-    time from uint8: every activation stays small enough for the allocator to reuse (large
-    ones are mapped and page-faulted afresh on each call, measured ~20 % slower on CPU)."""
+def real_mean_embeddings(
+    nets: list[torch.nn.Module],
+    spans: Spans,
+    context: DistillContext,
+    label: int,
+    n: int,
+    generator,
+) -> list[torch.Tensor]:
+    """Per segment, the mean embedding of a real batch of class ``label`` (``n`` distinct
+    videos, one random clip and one flip each: ``RealData.class_clips``), embedded a few
+    clips at a time from uint8: every activation stays small enough for the allocator to
+    reuse (large ones are mapped and page-faulted afresh on each call, measured ~20 % slower
+    on CPU)."""
     real = context.real
-    frames = real.sampler.sample(label, n, generator)
-    total = None
+    frames = real.class_clips(label, n, generator)
+    totals: list[torch.Tensor | None] = [None] * len(spans)
     for start in range(0, n, REAL_CHUNK):
-        part = net.embed(real.to_float(frames[start : start + REAL_CHUNK])).sum(0)
-        total = part if total is None else total + part
-    return total / n
+        clips = real.to_float(frames[start : start + REAL_CHUNK], generator, flip=True)
+        for k, (net, (a, b)) in enumerate(zip(nets, spans, strict=True)):
+            part = net.embed(clips[:, a:b]).sum(0)
+            totals[k] = part if totals[k] is None else totals[k] + part
+    return [total / n for total in totals]
 
 
 def mean_embedding_loss(
-    net: torch.nn.Module,
+    nets: list[torch.nn.Module],
+    spans: Spans,
     synthetic: torch.Tensor,
     labels: torch.Tensor,
     context: DistillContext,
     batch_real: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Σ_c ‖mean embed(real of c) − mean embed(synthetic of c)‖²; real clips embed without
-    a graph, one class at a time."""
-    embedded = net.embed(synthetic)
-    loss = embedded.new_zeros(())
+    """Σ_segments Σ_c ‖mean embed(real of c) − mean embed(synthetic of c)‖² over each
+    segment's span; real clips embed without a graph, one class at a time. One span
+    (0, T) is whole-clip DM."""
+    embedded = [net.embed(synthetic[:, a:b]) for net, (a, b) in zip(nets, spans, strict=True)]
+    loss = embedded[0].new_zeros(())
     for c in range(context.real.num_classes):
-        real_mean = real_mean_embedding(net, context, c, batch_real, generator)
-        loss = loss + (real_mean - embedded[labels == c].mean(0)).square().sum()
+        real_means = real_mean_embeddings(nets, spans, context, c, batch_real, generator)
+        for real_mean, syn in zip(real_means, embedded, strict=True):
+            loss = loss + (real_mean - syn[labels == c].mean(0)).square().sum()
     return loss
 
 
 class _DistributionMatching(DistillMethod):
+    def _spans(self) -> Spans:
+        return segment_bounds(self.context.real.clip_shape[0], self.config.segments)
+
     def loss(self, iteration: int) -> torch.Tensor:
         generator = torch_generator(self.context.seed, "dm-iteration", iteration)
-        net = matching_network(self.config.network, self.context, iteration)
+        spans = self._spans()
+        lengths = {b - a for a, b in spans}
+        by_length = {
+            n: matching_network(self.config.network, self.context, iteration, n) for n in lengths
+        }
+        nets = [by_length[b - a] for a, b in spans]
         videos, labels = self.synthetic.materialize(generator)
         return mean_embedding_loss(
-            net, videos, labels, self.context, self.config.batch_real, generator
+            nets, spans, videos, labels, self.context, self.config.batch_real, generator
         )
 
 

@@ -7,9 +7,13 @@ called on a flat parameter vector) takes ``syn_steps`` SGD steps on synthetic mi
 Gradients reach the synthetic data (MTT: the videos; S2D-MTT: the dynamic memory and H) and
 syn_lr (SGD, lr_lr 1e-5, momentum 0.5 for MTT and 0.9 for S2D-MTT, kept >= 0.001).
 
-The student sees its minibatches preprocessed as the experts saw theirs (the store's
-settings: per-batch standardisation), so the synthetic data are matched to the trajectory the
-experts actually followed.
+The student's minibatches are not standardised (``student_standardize`` False), as the
+reference's are not (SPEC §1), although its experts trained on standardised batches. True
+standardises them as the experts' were (the store's settings): the synthetic data are then
+matched to the trajectory the experts followed on the inputs they saw.
+
+``learn_syn_lr`` False freezes syn_lr at lr_teacher (the paper's choice in some cells, SPEC
+§6); the set is then evaluated at lr_teacher.
 
 Unrolls (``unroll``):
 
@@ -65,6 +69,13 @@ class MTTConfig(TemporalConfig):
     momentum: float = Field(default=0.5, ge=0, lt=1)
     lr_lr: float = Field(default=1e-5, gt=0)
     lr_teacher: float = Field(default=0.01, gt=0, description="syn_lr's initial value")
+    learn_syn_lr: bool = Field(
+        default=True, description="False: syn_lr frozen at lr_teacher (the paper's per cell)"
+    )
+    student_standardize: bool = Field(
+        default=False,
+        description="standardise the student's batches as the experts' (not the reference's)",
+    )
     momentum_lr: float = Field(default=0.5, ge=0, lt=1)
     unroll: Literal["full", "constant"] = Field(
         default="full", description="constant: ~4x less memory, ~1.3x slower (bench)"
@@ -144,11 +155,15 @@ class _TrajectoryMatching(DistillMethod):
             .train()
         )
         self.student.requires_grad_(False)  # its parameters come from the flat vector
-        self.standardize = bool(settings["standardize"])
-        self.syn_lr = torch.tensor(config.lr_teacher, device=context.device, requires_grad=True)
-        self.lr_optimizer = torch.optim.SGD(
-            [self.syn_lr], lr=config.lr_lr, momentum=config.momentum_lr
+        self.standardize = config.student_standardize and bool(settings["standardize"])
+        self.syn_lr = torch.tensor(
+            config.lr_teacher, device=context.device, requires_grad=config.learn_syn_lr
         )
+        self.lr_optimizers = []
+        if config.learn_syn_lr:
+            self.lr_optimizers = [
+                torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=config.momentum_lr)
+            ]
 
     # -- one iteration -------------------------------------------------------------------
     def loss(self, iteration: int) -> torch.Tensor:
@@ -243,7 +258,8 @@ class _TrajectoryMatching(DistillMethod):
             data_grad = -lr * x_v if data_grad is None else data_grad - lr * x_v
             lr_grad -= dot.detach()
             v = v - lr * h_v
-        self.syn_lr.grad = lr_grad
+        if self.syn_lr.requires_grad:
+            self.syn_lr.grad = lr_grad
         if videos.requires_grad:
             videos.backward(data_grad)
         return loss
@@ -256,7 +272,7 @@ class _TrajectoryMatching(DistillMethod):
         return {"syn_lr": self.syn_lr}
 
     def eval_overrides(self) -> dict:
-        """SPEC §5: MTT sets are evaluated at the learned step size."""
+        """SPEC §5: MTT sets are evaluated at the learned step size (lr_teacher if frozen)."""
         return {"lr": float(self.syn_lr.detach())}
 
 
@@ -272,7 +288,7 @@ class MTT(_TrajectoryMatching):
         self.synthetic = real_initialised_videos(config, context)
         self.optimizers = [
             torch.optim.SGD([self.synthetic.items], lr=config.lr_img, momentum=config.momentum),
-            self.lr_optimizer,
+            *self.lr_optimizers,
         ]
 
 
@@ -287,4 +303,4 @@ class S2DMTT(_TrajectoryMatching):
         super().__init__(config, context)
         self._setup_student(config, context)
         self.synthetic = build_memory(config, context)
-        self.optimizers = [*s2d_optimizers(self.synthetic, config), self.lr_optimizer]
+        self.optimizers = [*s2d_optimizers(self.synthetic, config), *self.lr_optimizers]

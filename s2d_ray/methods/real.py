@@ -1,5 +1,9 @@
 """Real data as distillation methods see it: per-class batches of normalised clips on the
-device, without the per-batch standardisation (SPEC §1: distillation losses never see it)."""
+device, without the per-batch standardisation (SPEC §1: distillation losses never see it).
+
+A real batch of a class is ``n`` distinct videos (drawn with replacement only when the class
+has fewer), one random stored clip of each, as the reference's preloaded batches are;
+``augment`` flips each clip (all its frames alike) where the dataset flips (SPEC §1)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from s2d_ray.data.stream import ArrowClipDataset, ClassSampler, ClipShards, ClipTransform
+from s2d_ray.data.registry import DATASETS
+from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
 from s2d_ray.seeding import numpy_rng
 
 
@@ -21,8 +26,10 @@ class RealData:
     normalize: Literal["imagenet", "none"] = "imagenet"
 
     def __post_init__(self) -> None:
-        self.sampler = ClassSampler(self.train)
         self.transform = ClipTransform(normalize=self.normalize, standardize=False)
+        definition = DATASETS.get(self.shards.manifest["dataset"])
+        self.flip = bool(definition and definition.flip)
+        self.augment = ClipTransform(normalize=self.normalize, standardize=False, flip=self.flip)
         self._videos_of: list[list[np.ndarray]] = [[] for _ in range(self.num_classes)]
         for rows in self.train.video_rows:
             self._videos_of[int(self.train.labels[int(rows[0])])].append(rows)
@@ -42,12 +49,33 @@ class RealData:
         t, h, w, c = self.shards.clip_shape
         return (t, c, h, w)
 
-    def to_float(self, frames: torch.Tensor) -> torch.Tensor:
+    def to_float(
+        self, frames: torch.Tensor, generator: torch.Generator | None = None, *, flip=False
+    ) -> torch.Tensor:
+        """uint8 clips -> normalised float clips on the device; ``flip``: mirrored at random
+        (drawn from ``generator``) where the dataset flips."""
+        if flip and self.flip:
+            return self.augment(frames, device=self.device, generator=generator)
         return self.transform(frames, device=self.device)
 
+    def class_clips(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """uint8 clips of ``n`` distinct videos of class ``label``, one random clip each."""
+        videos = self.video_rows(label)
+        if not videos:
+            raise ValueError(f"class {self.shards.classes[label]!r} has no training videos")
+        if n <= len(videos):
+            pick = torch.randperm(len(videos), generator=generator)[:n]
+        else:
+            pick = torch.randint(len(videos), (n,), generator=generator)
+        draws = torch.randint(1 << 30, (n,), generator=generator).tolist()
+        rows = [
+            int(videos[v][d % len(videos[v])]) for v, d in zip(pick.tolist(), draws, strict=True)
+        ]
+        return self.train.batch(rows)[0]
+
     def class_batch(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` random clips of class ``label``, normalised, on the device."""
-        return self.to_float(self.sampler.sample(label, n, generator))
+        """``n`` real clips of class ``label`` (``class_clips``), normalised, on the device."""
+        return self.to_float(self.class_clips(label, n, generator))
 
     def video_rows(self, label: int) -> list[np.ndarray]:
         """The stored clips (rows) of each video of class ``label``."""

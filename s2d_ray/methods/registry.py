@@ -28,6 +28,7 @@ class DistillContext:
     seed: int = 0
     static: SyntheticSet | None = None  # S2D stage-2 methods: the frozen static memory
     static_manifest: dict = field(default_factory=dict)
+    iterations: int = 0  # the run's length, for schedules over it (0: none)
 
     @property
     def device(self) -> torch.device:

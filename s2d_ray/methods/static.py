@@ -7,6 +7,10 @@ iteration. Images start from real frames (one random frame of a random clip of t
 * ``dc`` (gradient matching, Zhao et al. 2021): per class, the distance between the
   gradients of the cross-entropy on real and on synthetic frames, summed over layers of
   Σ_out-channels (1 − cos); one-dimensional parameters (biases, norm scales) are ignored.
+  DC's loops (SPEC §4, ``dc_loops``): an iteration takes ``outer`` matching steps on its one
+  fresh network and, between them, trains that network ``inner`` epochs on the synthetic
+  images (SGD, lr_net 0.01, batches of 256); one step and no training below 10 images per
+  class. Real batches of 256 frames per class (the paper's default).
 * ``dm`` (distribution matching): per class, ‖mean embed(real) − mean embed(synthetic)‖².
 """
 
@@ -33,6 +37,22 @@ class StaticConfig(StrictConfig):
     lr_img: float = Field(default=0.1, gt=0, description="DC 0.1, DM 1.0 (their papers)")
     momentum: float = Field(default=0.5, ge=0, lt=1)
     batch_real: int = Field(default=64, ge=1)
+
+
+class StaticDCConfig(StaticConfig):
+    outer_loop: int | None = Field(default=None, ge=1, description="None: DC's for the spc")
+    inner_loop: int | None = Field(default=None, ge=0, description="None: DC's for the spc")
+    lr_net: float = Field(default=0.01, gt=0, description="the inner loop's SGD lr")
+    batch_train: int = Field(default=256, ge=1, description="the inner loop's batch")
+
+
+# DC's get_loops: images per class -> (outer matching steps, inner training epochs)
+DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+
+
+def dc_loops(spc: int) -> tuple[int, int]:
+    """DC's (outer, inner) loops for ``spc`` images per class: the entry at or below it."""
+    return DC_LOOPS[max(k for k in DC_LOOPS if k <= max(spc, 1))]
 
 
 def real_frames(context: DistillContext, label: int, n: int, generator) -> torch.Tensor:
@@ -89,6 +109,47 @@ class _StaticLearning(DistillMethod):
 
 @register_method("dc", STATIC_METHODS)
 class StaticDC(_StaticLearning):
+    Config = StaticDCConfig
+
+    def __init__(self, config: StaticDCConfig, context: DistillContext) -> None:
+        super().__init__(config, context)
+        outer, inner = dc_loops(context.ipc)
+        self.outer = config.outer_loop or outer
+        self.inner = inner if config.inner_loop is None else config.inner_loop
+
+    def step(self, iteration: int) -> dict[str, float]:
+        """``outer`` matching steps on one fresh network, trained ``inner`` epochs on the
+        synthetic images between them; returns the mean matching loss."""
+        seed = self.context.seed
+        generator = torch_generator(seed, "static-iteration", iteration)
+        order = torch_generator(seed, "dc-inner", iteration)
+        net = frame_network(self.context, iteration)
+        net_optimizer = torch.optim.SGD(net.parameters(), lr=self.config.lr_net)
+        losses = []
+        for outer in range(self.outer):
+            loss = self.matching_loss(net, generator)
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in self.optimizers:
+                optimizer.step()
+            losses.append(float(loss.detach()))
+            if outer < self.outer - 1:
+                self._train_network(net, net_optimizer, order)
+        return {"loss": sum(losses) / len(losses)}
+
+    def _train_network(self, net, optimizer, order: torch.Generator) -> None:
+        """DC's inner loop: ``inner`` epochs of the network on the synthetic images."""
+        items = self.synthetic.items.detach()
+        labels = self.synthetic.labels.to(items.device)
+        for _ in range(self.inner):
+            perm = torch.randperm(len(labels), generator=order).to(items.device)
+            for start in range(0, len(perm), self.config.batch_train):
+                idx = perm[start : start + self.config.batch_train]
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(net(items[idx]), labels[idx]).backward()
+                optimizer.step()
+
     def matching_loss(self, net, generator):
         net.train()
         params = [p for p in net.parameters() if p.requires_grad]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from s2d_ray.cluster import run_with_resources
-from s2d_ray.data import ArrowClipDataset, get_dataset
-from s2d_ray.distill import judged_rows, log_rows
+from s2d_ray.data import get_dataset
+from s2d_ray.distill import judged_rows, log_rows, report_splits
 from s2d_ray.evaluation import ResultRow, full_data_baseline
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
@@ -58,9 +58,9 @@ def pareto_front(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         r
         for r in done
         if not any(
-            o["eval_top1"] >= r["eval_top1"]
+            o["val_top1"] >= r["val_top1"]
             and o["stored_mib"] <= r["stored_mib"]
-            and (o["eval_top1"], o["stored_mib"]) != (r["eval_top1"], r["stored_mib"])
+            and (o["val_top1"], o["stored_mib"]) != (r["val_top1"], r["stored_mib"])
             for o in done
         )
     ]
@@ -125,9 +125,9 @@ def judged_table(synthetic, manifest, name, data, ipc, eval_config, full_epochs,
     own = manifest.get("eval", {})
     rows = judged_rows(synthetic, own, real, ipc, eval_config, manifest["bytes"], name)
     if full_epochs:
-        test = ArrowClipDataset(real.shards, "test")
+        test, also = report_splits(real)
         full = eval_config.model_copy(update={"epochs": full_epochs, "repeats": 1})
         flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = full_data_baseline(real, test, full, flip=flip)
+        result = full_data_baseline(real, test, full, flip=flip, also=also)
         rows.append(ResultRow("full real data", result, None, rows[0].groups))
     return rows

@@ -126,7 +126,8 @@ class Searcher(_Frozen):
 
 
 class Objective(_Frozen):
-    metric: Literal["eval_top1"] = "eval_top1"
+    # the validation split's top-1: nothing a search chooses or stops on reads test
+    metric: Literal["val_top1"] = "val_top1"
     mode: Literal["max"] = "max"
     pareto_bytes: bool = Field(
         default=False, description="also minimise stored MiB (multi-objective, no scheduler)"

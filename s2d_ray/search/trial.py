@@ -140,7 +140,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
             on_evaluation=report,
         )
     except DivergedError as exc:  # a bad point, not a broken search: the searcher learns it
-        failed = {"eval_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}
+        failed = {"val_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}
         tune.report(failed | {"error": str(exc)[:200]})
         return
     tune.report(last, checkpoint=tune.Checkpoint.from_directory(config.out))

@@ -43,11 +43,13 @@ class SyntheticSet(nn.Module):
         """The class of each video slot, class-major (the rows of ``label_vectors``)."""
         raise NotImplementedError
 
-    def learn_labels(self) -> nn.Parameter:
-        """Give every slot a learnable float label vector, initialised one-hot."""
+    def learn_labels(self, init: torch.Tensor | None = None) -> nn.Parameter:
+        """Give every slot a learnable float label vector, initialised to ``init`` (one row
+        per slot; default one-hot)."""
         if self.label_vectors is None:
-            one_hot = F.one_hot(self.slot_classes(), self.num_classes).float()
-            self.label_vectors = nn.Parameter(one_hot.to(self._device()))
+            if init is None:
+                init = F.one_hot(self.slot_classes(), self.num_classes).float()
+            self.label_vectors = nn.Parameter(init.detach().clone().float().to(self._device()))
         return self.label_vectors
 
     def _targets(self, labels: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ dpc = 0 is the "static only" ablation (spc:dpc = 1:0): a video is its still imag
 over time, and no integrator is stored.
 
 With a ``temporal`` layout (temporal compression) the dynamic maps have K < T frames; H makes
-K-frame videos, held over the real T frames as ``synthetic.temporal`` describes.
+K-frame videos, expanded over the real T frames as ``synthetic.temporal`` describes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 
 from s2d_ray.synthetic.base import SyntheticSet, check_per_class
 from s2d_ray.synthetic.integrators import create_integrator
-from s2d_ray.synthetic.temporal import expansion_index
+from s2d_ray.synthetic.temporal import expand_module_time, register_expansion
 
 
 def slot_groups(count: int, vpc: int) -> list[list[int]]:
@@ -74,8 +74,7 @@ class S2DMemory(SyntheticSet):
             if temporal["frames"] != frames:
                 raise ValueError(f"temporal layout for {temporal['frames']} frames, not {frames}")
             stored_frames = temporal["syn_frames"]
-            index = expansion_index(frames, stored_frames, temporal["segments"])
-            self.register_buffer("time_index", index, persistent=False)
+            register_expansion(self, temporal)
         _, _, height, width = static.shape
         self.register_buffer("static", static.detach().clone().float())
         if self.dpc:
@@ -123,7 +122,7 @@ class S2DMemory(SyntheticSet):
             return still.unsqueeze(1).expand(-1, self.frames, -1, -1, -1), labels
         videos = self.integrator(still, self.dynamic.flatten(0, 1)[dynamic_idx])
         if self.temporal is not None:
-            videos = videos.index_select(1, self.time_index)
+            videos = expand_module_time(self, videos, self.temporal)
         return videos, labels
 
     def slot_classes(self) -> torch.Tensor:

@@ -6,11 +6,17 @@ longer segments first; or explicit sizes summing to T), the synthetic ones unifo
 (each at least one frame). Segment s of a synthetic video stands for segment s of every real
 clip, and nothing else:
 
-* matching and evaluation see a synthetic video expanded to T frames by **holding** each
-  synthetic frame over its share of its real segment (real frame u of a segment of R frames
-  shows synthetic frame floor(u * K_s / R) of the matching segment of K_s frames), so DM's
-  embeddings, MTT's student and every evaluation network take real-length clips and each
-  synthetic segment is compared with its real segment only;
+* matching and evaluation see a synthetic video expanded to T frames by the
+  ``interpolation`` rule: ``hold`` (the default) shows each synthetic frame over its share of
+  its real segment (real frame u of a segment of R frames shows synthetic frame
+  floor(u * K_s / R) of the matching segment of K_s frames); ``linear`` blends the two
+  synthetic frames around position (u + 1/2) * K_s / R - 1/2 of the segment, clamped to it.
+  So DM's embeddings, MTT's student and every evaluation network take real-length clips;
+* DM and S2D-DM match **pairwise** (``segment_bounds``): real segment k against synthetic
+  segment k, expanded to its real length, through a network taking clips of that length,
+  with the losses summed over segments. One segment is whole-clip matching. Trajectory
+  matching and feature regression match whole clips: their networks (the experts', the
+  pool's) take whole clips;
 * a real-initialised synthetic video takes, for each synthetic frame, the real frame at the
   centre of the span it will hold.
 
@@ -20,6 +26,7 @@ Only the K stored frames count as bytes; the expansion is an index, rebuilt from
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -35,6 +42,9 @@ class TemporalConfig(StrictConfig):
     )
     segments: int | list[int] = Field(
         default=1, description="segment count (uniform) or the real segments' sizes"
+    )
+    interpolation: Literal["hold", "linear"] = Field(
+        default="hold", description="how a synthetic segment is expanded to its real length"
     )
 
     @field_validator("segments")
@@ -86,6 +96,47 @@ def expansion_index(frames: int, syn_frames: int, segments: int | Sequence[int])
     return torch.tensor(index, dtype=torch.int64)
 
 
+def expansion(
+    frames: int, syn_frames: int, segments: int | Sequence[int], interpolation: str = "hold"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(first, second, weight) per real position: the expanded frame is
+    (1 - weight) * synthetic[first] + weight * synthetic[second]. ``hold``: weight 0."""
+    if interpolation == "hold":
+        index = expansion_index(frames, syn_frames, segments)
+        return index, index, torch.zeros(frames)
+    if interpolation != "linear":
+        raise ValueError(f"interpolation must be 'hold' or 'linear', got {interpolation!r}")
+    real, syn = segment_sizes(frames, syn_frames, segments)
+    first, second, weight, offset = [], [], [], 0
+    for r, k in zip(real, syn, strict=True):
+        for u in range(r):
+            position = min(max((u + 0.5) * k / r - 0.5, 0.0), k - 1.0)
+            low = int(position)
+            first.append(offset + low)
+            second.append(offset + min(low + 1, k - 1))
+            weight.append(position - low)
+        offset += k
+    return torch.tensor(first), torch.tensor(second), torch.tensor(weight)
+
+
+def expand_time(videos: torch.Tensor, layout: dict, buffers: dict[str, torch.Tensor]):
+    """Stored (N, K, ...) videos -> (N, T, ...) by the layout's rule (``buffers`` from
+    ``expansion``: "time_first", "time_second", "time_weight")."""
+    first = videos.index_select(1, buffers["time_first"])
+    if layout.get("interpolation", "hold") == "hold":
+        return first
+    second = videos.index_select(1, buffers["time_second"])
+    weight = buffers["time_weight"].view(1, -1, *[1] * (videos.dim() - 2)).to(videos.dtype)
+    return first + weight * (second - first)
+
+
+def segment_bounds(frames: int, segments: int | Sequence[int]) -> list[tuple[int, int]]:
+    """(start, end) of each real segment: the spans DM matches pairwise."""
+    real, _ = segment_sizes(frames, frames, segments)
+    ends = torch.tensor(real).cumsum(0).tolist()
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
 def initial_frames(frames: int, syn_frames: int, segments: int | Sequence[int]) -> torch.Tensor:
     """For each synthetic frame, the real frame at the centre of the span it holds."""
     real, syn = segment_sizes(frames, syn_frames, segments)
@@ -103,4 +154,26 @@ def temporal_layout(frames: int, config: TemporalConfig) -> dict | None:
     real, _ = segment_sizes(frames, syn_frames, segments)
     if syn_frames == frames:
         return None  # every segment holds its own frames: expansion is the identity
-    return {"frames": frames, "syn_frames": syn_frames, "segments": real}
+    layout = {"frames": frames, "syn_frames": syn_frames, "segments": real}
+    if config.interpolation != "hold":
+        layout["interpolation"] = config.interpolation
+    return layout
+
+
+def register_expansion(module: torch.nn.Module, layout: dict) -> None:
+    """The layout's expansion as non-persistent buffers of ``module`` (they follow .to())."""
+    first, second, weight = expansion(
+        layout["frames"],
+        layout["syn_frames"],
+        layout["segments"],
+        layout.get("interpolation", "hold"),
+    )
+    module.register_buffer("time_first", first, persistent=False)
+    module.register_buffer("time_second", second, persistent=False)
+    module.register_buffer("time_weight", weight, persistent=False)
+
+
+def expand_module_time(module: torch.nn.Module, videos: torch.Tensor, layout: dict):
+    """``expand_time`` with the buffers ``register_expansion`` gave ``module``."""
+    buffers = {n: getattr(module, n) for n in ("time_first", "time_second", "time_weight")}
+    return expand_time(videos, layout, buffers)

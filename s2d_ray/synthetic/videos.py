@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from s2d_ray.synthetic.base import SyntheticSet, class_major_labels
-from s2d_ray.synthetic.temporal import expansion_index
+from s2d_ray.synthetic.temporal import expand_module_time, register_expansion
 
 
 class SyntheticTensors(SyntheticSet):
@@ -71,13 +71,12 @@ class SyntheticVideos(SyntheticTensors):
                     f"the temporal layout stores {temporal['syn_frames']} frames per video, the "
                     f"items have {items.shape[1]}"
                 )
-            index = expansion_index(temporal["frames"], items.shape[1], temporal["segments"])
-            self.register_buffer("time_index", index, persistent=False)
+            register_expansion(self, temporal)
 
     def materialize(self, generator=None):
         items, labels = super().materialize(generator)
         if self.temporal is not None:
-            items = items.index_select(1, self.time_index)
+            items = expand_module_time(self, items, self.temporal)
         return items, labels
 
     def layout(self):

@@ -45,6 +45,8 @@ def config(root, out, **kw):
         stride=2,
         test_fraction=0.25,
         videos_per_shard=2,
+        val_fraction=0.0,  # these tests check the shard format; tests/data/test_validation.py
+        val_min_per_class=0,  # checks the validation split
     )
     return PrepareConfig(**(base | kw))
 
@@ -198,14 +200,16 @@ def test_config_validation_names_the_problem(tmp_path):
 def test_embedded_dataset_prepares_to_the_documented_counts(tmp_path):
     summary = prepare(PrepareConfig(dataset="embedded", out=str(tmp_path / "e")), progress=False)
     counts = summary.manifest["counts"]
-    # 4 train clips per video (the temporal jitter expert epochs draw from), 3 test clips
-    assert counts["train"]["clips"] == 1600 and counts["test"]["clips"] == 300
-    assert counts["train"]["videos"] == 400
-    assert summary.manifest["clips_per_video"] == {"train": 4, "test": 3}
+    # 4 train clips per video (the temporal jitter expert epochs draw from), 3 val and test
+    # clips; val holds 10 % of each class's 40 training videos
+    assert counts["train"]["clips"] == 1440 and counts["test"]["clips"] == 300
+    assert counts["train"]["videos"] == 360 and counts["val"]["videos"] == 40
+    assert counts["val"]["clips_per_class"] == {c: 12 for c in summary.manifest["classes"]}
+    assert summary.manifest["clips_per_video"] == {"train": 4, "val": 3, "test": 3}
     assert summary.manifest["clip_shape"] == [8, 64, 64, 3]
     train = ArrowClipDataset(str(tmp_path / "e"), "train")
-    assert len(train) == 1600 and train.labels.bincount().tolist() == [160] * 10
-    assert train.num_videos == 400 and all(len(rows) == 4 for rows in train.video_rows)
+    assert len(train) == 1440 and train.labels.bincount().tolist() == [144] * 10
+    assert train.num_videos == 360 and all(len(rows) == 4 for rows in train.video_rows)
     first = train.video_rows[0]  # the 4 clips of a video are 4 distinct phases of it
     assert len({train.clip_array(int(r)).tobytes() for r in first}) == 4
 
@@ -218,6 +222,8 @@ def test_real_clips_prepare_through_video_folder(tmp_path, shared_data):
         frames=16,
         size=112,
         test_fraction=0.5,
+        val_fraction=0.0,
+        val_min_per_class=0,
     )
     summary = prepare(cfg, progress=False)
     m = summary.manifest

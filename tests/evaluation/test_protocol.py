@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from s2d_ray.data import ArrowClipDataset, ClipShards
-from s2d_ray.evaluation import EvalConfig, class_groups, evaluate_real, evaluate_set, protocol
+from s2d_ray.evaluation import (
+    EvalConfig,
+    class_groups,
+    evaluate_real,
+    evaluate_set,
+    protocol,
+    with_own_settings,
+)
 from s2d_ray.methods import RealData
+from s2d_ray.methods.frepo import FREPO_PROTOCOL
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +50,113 @@ def test_same_seed_same_accuracy_and_final_epoch_reporting(data, monkeypatch):
     assert a.train_items == 10
 
 
-def test_lr_is_cut_tenfold_at_the_half_with_a_fresh_optimiser(data, monkeypatch):
-    test, items, labels = data
-    made = []
-    real_optimizer = protocol._optimizer
-    monkeypatch.setattr(
-        protocol, "_optimizer", lambda p, c, e: made.append((e, c.lr)) or real_optimizer(p, c, e)
-    )
-    evaluate_set(items, labels, test, EvalConfig(epochs=6, repeats=1, lr=0.05))
-    assert made[0] == (0, 0.05) and made[1] == (3, 0.05)
-    optimizer = real_optimizer([torch.zeros(1, requires_grad=True)], EvalConfig(epochs=6), 3)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
-    assert optimizer.param_groups[0]["momentum"] == 0.9
+def test_lr_is_cut_tenfold_at_the_half_with_a_fresh_optimiser():
+    params = [torch.zeros(1, requires_grad=True)]
+    schedule = protocol.EpochSchedule(params, EvalConfig(epochs=6, lr=0.05))
+    first = schedule.start_epoch(0)
+    assert isinstance(first, torch.optim.SGD) and first.param_groups[0]["lr"] == 0.05
+    assert first.param_groups[0]["momentum"] == 0.9
+    assert first.param_groups[0]["weight_decay"] == 5e-4
+    params[0].grad = torch.ones(1)
+    first.step()  # momentum builds up
+    assert schedule.start_epoch(1) is first and schedule.start_epoch(2) is first
+    cut = schedule.start_epoch(3)
+    assert cut is not first and cut.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert not cut.state  # the reference re-creates the optimiser: momentum reset
+    assert schedule.start_epoch(5) is cut
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_frepo_sets_train_with_adamw_warm_up_and_cosine():
+    """SPEC §5: AdamW 1e-4 (wd 5e-4), warm-up from 0.01x over 10 % of the epochs, cosine to
+    0.01x, 1000 epochs, MSE on label vectors."""
+    config = with_own_settings(EvalConfig(), FREPO_PROTOCOL)
+    assert (config.optimizer, config.schedule, config.loss) == ("adamw", "warmup_cosine", "mse")
+    assert config.epochs == 1000 and config.lr == 1e-4
+    schedule = protocol.EpochSchedule([torch.zeros(1, requires_grad=True)], config)
+    lrs = []
+    for epoch in range(config.epochs):
+        optimizer = schedule.start_epoch(epoch)
+        lrs.append(schedule.lr)
+    assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert lrs[0] == pytest.approx(1e-6)  # 0.01x at the start
+    assert max(lrs) == lrs[100] and lrs[100] == pytest.approx(1e-4, rel=0.03)  # at 10 %
+    assert lrs[50] == pytest.approx(0.5e-4, rel=0.03)  # half-way up the warm-up
+    assert lrs[-1] == pytest.approx(1e-6, rel=0.01)  # 0.01x at the end
+    assert all(b <= a for a, b in itertools.pairwise(lrs[100:]))  # cosine: down
+    loss = protocol.protocol_loss(config, 3)
+    logits = torch.tensor([[1.0, 0.0, 0.0]])
+    assert float(loss(logits, torch.tensor([0]))) == 0.0  # one-hot targets
+    assert float(loss(logits, torch.tensor([1]))) == pytest.approx(2 / 3)  # mean over elements
+    vectors = torch.tensor([[0.5, 0.0, 0.0]])
+    assert float(loss(logits, vectors)) == pytest.approx(0.25 / 3)  # learnt label vectors
+
+
+def test_the_protocol_defaults_are_spec_5s():
+    c = EvalConfig()
+    assert (c.arch, c.epochs, c.lr, c.momentum, c.weight_decay) == (
+        "convnet3d",
+        500,
+        0.01,
+        0.9,
+        5e-4,
+    )
+    assert (c.batch_size, c.eval_batch_size, c.repeats) == (256, 64, 3)
+    assert (c.optimizer, c.schedule, c.loss, c.standardize) == ("sgd", "step", "ce", True)
+    # cross-architecture: 100 epochs at lr 1e-2 whatever the set's own lr (MTT's syn_lr)
+    for arch in ("convnet_gru", "convnet_lstm"):
+        gru = with_own_settings(EvalConfig(arch=arch), {"lr": 0.003, "epochs": 500})
+        assert (gru.lr, gru.epochs) == (0.01, 100)
+        assert with_own_settings(EvalConfig(arch=arch, lr=0.2), {}).lr == 0.2  # the user's
+    mtt = with_own_settings(EvalConfig(), {"lr": 0.003})
+    assert (mtt.lr, mtt.epochs) == (0.003, 500)
+    assert with_own_settings(EvalConfig(lr=0.02), {"lr": 0.003}).lr == 0.02
+
+
+class _Lookup(torch.nn.Module):
+    """Logits read from a table by the clip's id, written in its first pixel."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = (x[:, 0, 0, 0, 0] * 255).round().long()
+        return self.table[ids]
+
+
+def test_accuracies_have_known_answers():
+    """top-1, top-5 and per-class top-1 over batches, against hand-computed figures."""
+    import pyarrow as pa
+
+    classes, shape = 6, (1, 2, 2, 3)
+    labels = [0, 0, 1, 1, 1, 2, 3, 4, 5, 5]
+    frames = []
+    for i in range(len(labels)):
+        clip = np.zeros(shape, dtype=np.uint8)
+        clip[0, 0, 0, 0] = i
+        frames.append(clip.tobytes())
+    table = pa.table({"frames": pa.array(frames, pa.binary()), "label": labels})
+    test = ArrowClipDataset.from_table(table, shape, classes, split="test")
+    # the true class ranks, per clip: top-1 for clips 0, 2, 4, 5, 8; top-5 for all but 3, 9
+    ranks = [1, 2, 1, 6, 1, 1, 5, 3, 1, 6]
+    logits = torch.zeros(len(labels), classes)
+    for i, (y, r) in enumerate(zip(labels, ranks, strict=True)):
+        others = [c for c in range(classes) if c != y]
+        order = [*others[: r - 1], y, *others[r - 1 :]]
+        logits[i, order] = torch.arange(classes, 0, -1, dtype=torch.float32)
+    config = EvalConfig(standardize=False, normalize="none", eval_batch_size=3)
+    top1, top5, per_class = protocol.test_network(
+        _Lookup(logits), test, config, torch.device("cpu")
+    )
+    assert top1 == pytest.approx(5 / 10)
+    assert top5 == pytest.approx(8 / 10)
+    assert per_class == pytest.approx([1 / 2, 2 / 3, 1.0, 0.0, 0.0, 1 / 2])
+    result = protocol.EvalResult([top1, 0.3], [top5, 0.5], [per_class, [0.0] * 6], 10)
+    assert result.mean == pytest.approx(0.4) and result.std == pytest.approx(0.1)
+    assert result.group_accuracy([0, 2]) == pytest.approx((0.375, 0.375))
 
 
 def test_stacked_repeats_train_each_network_like_a_separate_one(data):

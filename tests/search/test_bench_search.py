@@ -35,7 +35,7 @@ def report(trial, iteration, top1, seconds, diverged=False):
     return {
         "trial_id": trial,
         "iteration": iteration,
-        "eval_top1": top1,
+        "val_top1": top1,
         "time_total_s": seconds,
         "full": 20,
         "diverged": diverged,

@@ -155,7 +155,7 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(
     assert max(started) < min(ended), "the two trials did not run at once"
     for child in children:
         assert {"method.lr_dynamic", "method.lr_hal", "method.syn_steps"} <= set(child.data.params)
-        assert "eval_top1" in child.data.metrics
+        assert "val_top1" in child.data.metrics
         assert child.data.tags["s2d.experts"] and child.data.tags["s2d.static"]
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert finished, "ASHA stopped every trial: the best one must run to the end"

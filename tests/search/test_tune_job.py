@@ -92,19 +92,19 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     assert len({c.data.tags["s2d.trial_id"] for c in children}) == 2
     assert {r.info.run_id for r in interrupted} <= {r.info.run_id for r in found}
     assert {c.data.tags["s2d.search"] for c in children} == {"embedded_ipc1_s2d-mtt"}
-    used = {"eval_top1", "eval_top1_std", "stored_mib", "seconds", "peak_rss_mib"}
+    used = {"val_top1", "val_top1_std", "stored_mib", "seconds", "peak_rss_mib"}
     for child in children:  # ASHA-stopped ones too: logged with each evaluation
         assert "method.lr_dynamic" in child.data.params and used <= set(child.data.metrics)
         assert child.info.status in ("FINISHED", "KILLED")
         distilled = {a.path for a in client.list_artifacts(child.info.run_id, "distilled")}
         assert distilled == {"distilled/manifest.json", "distilled/tensors.safetensors"}
     assert parent.data.tags["s2d.best_trial"] in {c.data.tags["s2d.trial_id"] for c in children}
-    assert "final_top1_mean" in parent.data.metrics
+    assert {"final_test_top1_mean", "final_val_top1_mean"} <= set(parent.data.metrics)
     (best_run,) = [
         c for c in children if c.data.tags["s2d.trial_id"] == parent.data.tags["s2d.best_trial"]
     ]
     best_judged = client.get_run(best_run.info.run_id).data.metrics  # judged on its own run too
-    assert best_judged["final_top1_mean"] == parent.data.metrics["final_top1_mean"]
+    assert best_judged["final_test_top1_mean"] == parent.data.metrics["final_test_top1_mean"]
     assert {"seconds_inputs", "seconds_trials", "seconds_judging"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
     assert artifacts == {"best/manifest.json", "best/tensors.safetensors"}
@@ -129,7 +129,7 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     assert job.main(args, method="s2d-mtt") == 0
     again = capsys.readouterr().out
     assert "is finished; reporting it" in again and "resuming" not in again
-    assert "best trial " + parent.data.tags["s2d.best_trial"] in again
+    assert "best trial (by val top-1) " + parent.data.tags["s2d.best_trial"] in again
     assert len(runs(workdir)[0]) == len(found)
     judged = json.loads((exported / "search_evaluation.json").read_text())
     assert judged["protocol"]["repeats"] == 2 and len(judged["rows"][0]["top1"]) == 2

@@ -220,7 +220,7 @@ def test_smoke_space_is_tiny_and_still_valid():
 
 
 def result(trial, top1, iteration=200, **kw):
-    return {"trial_id": trial, "eval_top1": top1, "iteration": iteration, "config": {}, **kw}
+    return {"trial_id": trial, "val_top1": top1, "iteration": iteration, "config": {}, **kw}
 
 
 def test_the_best_trial_is_the_best_completed_finite_one():

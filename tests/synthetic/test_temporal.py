@@ -9,8 +9,11 @@ import torch
 from s2d_ray.synthetic import S2DMemory, SyntheticVideos, load_set, save_set
 from s2d_ray.synthetic.temporal import (
     TemporalConfig,
+    expand_time,
+    expansion,
     expansion_index,
     initial_frames,
+    segment_bounds,
     segment_sizes,
     split_evenly,
     temporal_layout,
@@ -113,3 +116,26 @@ def test_compressed_s2d_memory_learns_short_dynamics(tmp_path):
     save_set(memory, tmp_path / "m", {})
     loaded, _ = load_set(tmp_path / "m")
     assert torch.equal(loaded.materialize()[0], memory.materialize()[0])
+
+
+def test_linear_interpolation_blends_the_neighbouring_synthetic_frames():
+    # one segment, 2 synthetic frames over 8 real: positions (u + 1/2) / 4 - 1/2, clamped
+    first, second, weight = expansion(8, 2, 1, "linear")
+    positions = [min(max((u + 0.5) * 2 / 8 - 0.5, 0.0), 1.0) for u in range(8)]
+    assert weight.tolist() == pytest.approx([p - int(p) for p in positions])
+    assert first.tolist() == [0, 0, 0, 0, 0, 0, 1, 1] and second.tolist() == [1] * 8
+    videos = torch.stack([torch.zeros(1), torch.ones(1)]).view(1, 2, 1)  # frame k holds k
+    layout = {"frames": 8, "syn_frames": 2, "segments": [8], "interpolation": "linear"}
+    buffers = {"time_first": first, "time_second": second, "time_weight": weight}
+    assert expand_time(videos, layout, buffers).flatten().tolist() == pytest.approx(positions)
+    # two segments: nothing blends across the segment boundary
+    first, second, _ = expansion(8, 4, 2, "linear")
+    assert max(second[:4].tolist()) <= 1 and min(first[4:].tolist()) >= 2
+    hold = expansion(8, 4, 2, "hold")
+    assert hold[0].tolist() == expansion_index(8, 4, 2).tolist() and not hold[2].any()
+
+
+def test_segment_bounds_cover_the_clip_in_order():
+    assert segment_bounds(8, 1) == [(0, 8)]
+    assert segment_bounds(8, 2) == [(0, 4), (4, 8)]
+    assert segment_bounds(8, [2, 6]) == [(0, 2), (2, 8)]
