@@ -20,9 +20,11 @@ step (``online_lr``) of MSE on the synthetic set and its labels (the values of t
 before the update; at most ``online_batch`` of them, drawn at random); a network that has
 taken ``online_steps`` steps starts again from a fresh seeded initialisation. Its lr follows
 the reference's schedule, a linear warm-up from 0.01x over ``online_warmup`` steps times a
-cosine to 0.01x over its life (``online_lr_at``). The initial ages are staggered, so the pool
-always holds networks at every stage of training. Vectors, Adam moments and ages are
-checkpointed: a resumed run repeats an uninterrupted one bit for bit.
+cosine to 0.01x over ``online_steps`` (``online_lr_at``), counted, like Adam's bias
+correction, from its optimiser's creation. The initial ages are staggered (only the life
+left, as the reference's), so the pool always holds networks at every stage of training.
+Vectors, Adam moments, ages and step counts are checkpointed: a resumed run repeats an
+uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class ModelPool:
         self.second_moments = torch.zeros_like(self.params)
         ages = [m * steps // size for m in range(size)]  # staggered lives
         self.ages = torch.tensor(ages, dtype=torch.int64)
+        # Adam's steps since the network's optimiser was made: its bias correction and lr
+        # schedule start from 0 with every network, staggered or fresh, as the reference's
+        self.updates = torch.zeros(size, dtype=torch.int64)
         self.generations = torch.zeros(size, dtype=torch.int64)
 
     def _fresh(self, member: int, generation: int) -> torch.Tensor:
@@ -164,22 +169,24 @@ class ModelPool:
             logits = functional_forward(self.net, flat, videos.detach())
         loss = F.mse_loss(logits.float(), targets.detach())
         (grad,) = torch.autograd.grad(loss, flat)
-        age = int(self.ages[m])
+        done = int(self.updates[m])
         b1, b2 = self.BETAS
         with torch.no_grad():
             self.first_moments[m].mul_(b1).add_(grad, alpha=1 - b1)
             self.second_moments[m].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            t = age + 1
-            step = online_lr_at(config, age) / (1 - b1**t)
+            t = done + 1
+            step = online_lr_at(config, done) / (1 - b1**t)
             denom = (self.second_moments[m] / (1 - b2**t)).sqrt_().add_(1e-8)
             self.params[m].addcdiv_(self.first_moments[m], denom, value=-step)
         self.ages[m] += 1
+        self.updates[m] += 1
         if int(self.ages[m]) >= config.online_steps:  # its life is over: start again
             self.generations[m] += 1
             self.params[m] = self._fresh(m, int(self.generations[m]))
             self.first_moments[m].zero_()
             self.second_moments[m].zero_()
             self.ages[m] = 0
+            self.updates[m] = 0
 
     def state(self) -> dict[str, torch.Tensor]:
         return {
@@ -187,6 +194,7 @@ class ModelPool:
             "pool.first_moments": self.first_moments,
             "pool.second_moments": self.second_moments,
             "pool.ages": self.ages,
+            "pool.updates": self.updates,
             "pool.generations": self.generations,
         }
 

@@ -62,8 +62,11 @@ def test_pool_networks_train_online_with_adam_and_restart_after_their_life(real)
     assert lr == pytest.approx(1e-4 * 0.01)
     assert float(moved.max()) == pytest.approx(lr, rel=1e-3)
     assert float(pool.second_moments[0].abs().sum()) > 0
+    assert pool.updates.tolist() == [1, 0]
     pool.train_step(1, videos, targets, seed=1)  # network 1 reaches its life of 2 steps
+    # its first Adam step, at its optimiser's first lr, though its life was half over
     assert pool.ages.tolist() == [1, 0] and pool.generations.tolist() == [0, 1]
+    assert pool.updates.tolist() == [1, 0]
     assert not torch.equal(pool.params[1], start[1])
     assert float(pool.first_moments[1].abs().sum()) == 0
 

@@ -46,10 +46,10 @@ def interrupt_after_first_report(workdir: Path) -> str:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600  # a busy 2-core machine took 521 s for the whole test
     while not list(workdir.glob("tune/*/*/checkpoint_*")):
         assert driver.poll() is None, driver.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no trial reported within 5 minutes"
+        assert time.monotonic() < deadline, "no trial reported within 10 minutes"
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=180)
@@ -58,6 +58,7 @@ def interrupt_after_first_report(workdir: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three searches' start-ups; 66 s on an idle machine, 521 s busy
 def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     tmp_path, capsys, ray_local, embedded_small, embedded_experts
 ):
