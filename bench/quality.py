@@ -18,8 +18,9 @@ Groups (``--groups``):
 * ``frepo``: FRePo, the same FRePo set judged as before issue 29 (SGD at lr 1e-4, cross-
   entropy), S2D-FRePo 1:1.
 
-CPU budget at the defaults (--iterations 100, --mtt-iterations 60, 100 evaluation epochs,
-200 for FRePo sets, 3 networks): about an hour on 2 cores.
+CPU budget on 2 cores: the last run (--iterations 60 --mtt-iterations 40 --experts 3, 100
+evaluation epochs, 200 for FRePo sets, 3 networks) took about 75 minutes, a third of it
+MTT's unrolls; the defaults (100 / 60 / 4 experts) take about 1.5x that.
 
     python bench/quality.py [--groups dm mtt] [--iterations 100] [--epochs 100] [--smoke-test]
 """

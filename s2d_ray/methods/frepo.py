@@ -235,8 +235,8 @@ class _FeatureRegression(DistillMethod):
         m = self.pool.member(iteration)
         videos, targets = self.synthetic.materialize(generator)
         learnt = targets.is_floating_point()
-        scale = math.sqrt(real.num_classes / 10)
-        support_targets = targets if learnt else centred_labels(targets, real.num_classes) / scale
+        # fixed labels: the centred, scaled vectors learnt ones start from (slot-major)
+        support_targets = targets if learnt else self.initial_labels
         query, query_labels = [], []
         with torch.no_grad():
             for c in range(real.num_classes):
