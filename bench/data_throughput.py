@@ -1,4 +1,4 @@
-"""Clip loading throughput: reference-style JPEG folders vs our Arrow shards vs Ray Data.
+"""Clip loading throughput: reference-style JPEG folders vs our shards in memory vs streamed.
 
 One run builds synthetic JPEG clips, converts them with our preparation pipeline (timed, local
 and Ray tasks), then reads the same clips with every loader and prints clips/s, MB/s and ratios
@@ -27,13 +27,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from s2d_ray.data import (
-    ArrowClipDataset,
-    ClipCollate,
-    ClipShards,
+    ClipDataset,
     ClipTransform,
     PrepareConfig,
     prepare,
-    ray_clip_dataset,
     run_local,
     run_ray,
 )
@@ -132,7 +129,7 @@ def loader_reference(raw: Path, bs: int, workers: int, repeats: int) -> dict:
     return timed(lambda: consume(loader, False), repeats)
 
 
-def loader_arrow(ds: ArrowClipDataset, bs: int, workers: int, repeats: int) -> dict:
+def loader_arrow(ds: ClipDataset, bs: int, workers: int, repeats: int) -> dict:
     loader = DataLoader(ds, batch_size=bs, num_workers=workers)
     return timed(lambda: consume(loader, True), repeats)
 
@@ -142,7 +139,7 @@ class ArrowFloatBatches(Dataset):
     the same split of work the reference loader gets (a CPU consumer has no device to convert on).
     """
 
-    def __init__(self, ds: ArrowClipDataset, bs: int) -> None:
+    def __init__(self, ds: ClipDataset, bs: int) -> None:
         self.ds, self.bs = ds, bs
 
     def __len__(self) -> int:
@@ -153,12 +150,12 @@ class ArrowFloatBatches(Dataset):
         return TO_FLOAT(frames), labels
 
 
-def loader_arrow_workers_convert(ds: ArrowClipDataset, bs: int, workers: int, repeats: int):
+def loader_arrow_workers_convert(ds: ClipDataset, bs: int, workers: int, repeats: int):
     loader = DataLoader(ArrowFloatBatches(ds, bs), batch_size=None, num_workers=workers)
     return timed(lambda: consume(loader, False), repeats)
 
 
-def loader_arrow_uint8(ds: ArrowClipDataset, bs: int, repeats: int) -> dict:
+def loader_arrow_uint8(ds: ClipDataset, bs: int, repeats: int) -> dict:
     """What training on a GPU consumes: uint8 batches, converted to float on the device."""
 
     def one_pass() -> tuple[int, list[int]]:
@@ -172,19 +169,18 @@ def loader_arrow_uint8(ds: ArrowClipDataset, bs: int, repeats: int) -> dict:
     return timed(one_pass, repeats)
 
 
-def loader_arrow_direct(ds: ArrowClipDataset, bs: int, repeats: int) -> dict:
+def loader_arrow_direct(ds: ClipDataset, bs: int, repeats: int) -> dict:
     """No DataLoader: gather whole batches straight from the Arrow buffers in-process."""
     batches = [range(i, min(i + bs, len(ds))) for i in range(0, len(ds), bs)]
     return timed(lambda: consume((ds.batch(b) for b in batches), True), repeats)
 
 
-def loader_ray(shards_dir: Path, bs: int, concurrency: int | None, repeats: int) -> dict:
-    """Ray Data stream; pass 1 (startup, planning) is reported apart, the rest are steady state."""
-    shards = ClipShards(str(shards_dir))
-    ds = ray_clip_dataset(shards, "train", concurrency=concurrency)
-    collate = ClipCollate(shards.clip_shape)
-    one_pass = lambda: consume(ds.iter_torch_batches(batch_size=bs, collate_fn=collate), True)  # noqa: E731
-    return timed(one_pass, repeats, warmup=1)
+def loader_streamed(shards_dir: Path, bs: int, repeats: int, backend: str) -> dict:
+    """The streamed reader every consumer uses (row groups through the node cache), by the
+    local reader or Ray Data; pass 1 (start-up, a cold cache) is reported apart."""
+    ds = ClipDataset(str(shards_dir), "train")
+    plan = torch.arange(len(ds)).split(bs)
+    return timed(lambda: consume(ds.batches(plan, backend=backend), True), repeats, warmup=1)
 
 
 def conversion_seconds(batch: torch.Tensor) -> float:
@@ -243,13 +239,13 @@ def run(args, work: Path) -> None:
 
     shards, bs, rep = work / "shards-local", args.batch_size, args.repeats
     start = time.perf_counter()
-    arrow = ArrowClipDataset(str(shards), "train")
+    arrow = ClipDataset(str(shards), "train", memory="all")
     arrow_s = time.perf_counter() - start
     rows = {  # name: (result, target ratio to (a2) or None)
         "(a0) reference JPEG+PIL, DataLoader 0 workers": (loader_reference(raw, bs, 0, rep), None),
         "(a2) reference JPEG+PIL, DataLoader 2 workers": (loader_reference(raw, bs, 2, rep), None),
-        "(b2) ArrowClipDataset, DataLoader 2 workers": (loader_arrow(arrow, bs, 2, rep), 5.0),
-        "(b0) ArrowClipDataset.batch, in-process": (loader_arrow_direct(arrow, bs, rep), 5.0),
+        "(b2) ClipDataset, DataLoader 2 workers": (loader_arrow(arrow, bs, 2, rep), 5.0),
+        "(b0) ClipDataset.batch, in-process": (loader_arrow_direct(arrow, bs, rep), 5.0),
         "(b2w) Arrow batches, 2 workers convert to float": (
             loader_arrow_workers_convert(arrow, bs, 2, rep),
             5.0,
@@ -257,16 +253,15 @@ def run(args, work: Path) -> None:
     }
     uint8 = "(b0u) same, uint8 out (float on the consuming device)"
     rows[uint8] = (loader_arrow_uint8(arrow, bs, rep), None)
-    sweep = (1,) if args.smoke_test else (1, None)  # smoke: skip the 2nd Ray start-up
-    ray_runs = {c: loader_ray(shards, bs, c, rep) for c in sweep}
-    best = min(ray_runs, key=lambda c: ray_runs[c]["s"])
-    rows[f"(c) Ray Data iter_torch_batches, concurrency={best}"] = (ray_runs[best], 2.0)
-    report(args, rows, ray_runs, best, arrow, arrow_s)
+    ray_runs = {b: loader_streamed(shards, bs, rep, b) for b in ("local", "ray")}
+    rows["(c0) streamed ClipDataset.batches, local reader"] = (ray_runs["local"], 2.0)
+    rows["(c) streamed ClipDataset.batches, Ray Data reader"] = (ray_runs["ray"], 2.0)
+    report(args, rows, ray_runs, arrow, arrow_s)
     check_fair(args, raw, arrow, [r for r, _ in rows.values()] + list(ray_runs.values()))
     print(f"total bench time {time.perf_counter() - t0:.1f} s")
 
 
-def report(args, rows: dict, ray_runs: dict, best, arrow: ArrowClipDataset, arrow_s: float):
+def report(args, rows: dict, ray_runs: dict, arrow: ClipDataset, arrow_s: float):
     """The loader table, then what it leaves out: construction, Ray start-up, conversion cost."""
     clip_mb = args.frames * 3 * args.size * args.size * 4 / 1e6
     base0, base = (r["s"] for r, _ in list(rows.values())[:2])  # (a0), (a2)
@@ -283,18 +278,17 @@ def report(args, rows: dict, ray_runs: dict, best, arrow: ArrowClipDataset, arro
               f"  {mark}")  # fmt: skip
     print("targets (spec): (b) >= 5x (a) with 2 workers; (c) >= 2x (a)")
     print(
-        f"ArrowClipDataset construction (reads, decompresses shards): {arrow_s:.3f} s, not in (b)"
+        f"in-memory ClipDataset construction (decompresses the shards): {arrow_s:.3f} s, not in (b)"
     )
     for c, r in ray_runs.items():
-        print(f"Ray concurrency={c}: pass 1 (with start-up) {r['first']:.2f} s, steady pass "
-              f"{r['s']:.2f} s ({r['n'] / r['s']:.1f} clips/s)")  # fmt: skip
-    print(f"(c) uses concurrency={best}, the faster of {' and '.join(map(str, ray_runs))}")
+        print(f"streamed, {c} reader: pass 1 (start-up, cold cache) {r['first']:.2f} s, steady "
+              f"pass {r['s']:.2f} s ({r['n'] / r['s']:.1f} clips/s)")  # fmt: skip
     cost = conversion_seconds(arrow.batch(range(min(args.batch_size, len(arrow))))[0])
     print(f"ClipTransform alone: {cost * 1e3:.2f} ms/clip, a ceiling of {1 / cost:.0f} clips/s "
           "on (b) and (c), which convert in this process")  # fmt: skip
 
 
-def check_fair(args, raw: Path, arrow: ArrowClipDataset, results: list[dict]) -> None:
+def check_fair(args, raw: Path, arrow: ClipDataset, results: list[dict]) -> None:
     """Same clip count and labels everywhere, and (a) and (b) decode clip 0 to the same floats."""
     counts = [r["n"] for r in results]
     same_labels = all(r["labels"] == results[0]["labels"] for r in results)

@@ -109,7 +109,7 @@ def limit_row(a: dict) -> dict:
 def expert_row(a: dict) -> dict:
     """``epochs`` epochs of ``train_epoch`` + ``evaluate``; steady: every epoch after the
     first. ``start_at``: a wall-clock time to begin at, so concurrent workers overlap."""
-    from s2d_ray.data.stream import ArrowClipDataset
+    from s2d_ray.data.clips import ClipDataset
     from s2d_ray.experts.training import (
         ExpertConfig,
         build_network,
@@ -123,7 +123,7 @@ def expert_row(a: dict) -> dict:
     real = RealData.open(a["data"], device)
     config = ExpertConfig(batch_size=a["batch"], precision=a["precision"]).for_data(real.shards)
     model = build_network(trajectory_settings(config, real.shards), a.get("seed", 0), device)
-    train, test = real.train, ArrowClipDataset(real.shards, "test")
+    train, test = real.train, ClipDataset(real.shards, "test")
     clips = len(train.epoch_rows(0, 1))
     generator = torch.Generator().manual_seed(0)
     time.sleep(max(0.0, a.get("start_at", 0) - time.time()))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from calibration import print_calibration
 
-from s2d_ray.data import ArrowClipDataset, PrepareConfig, prepare
+from s2d_ray.data import ClipDataset, PrepareConfig, prepare
 from s2d_ray.distill import DistillConfig, DivergedError, report_splits, run_distillation
 from s2d_ray.evaluation import (
     EvalConfig,
@@ -90,7 +90,7 @@ def train_experts(data: str, out: Path, count: int, epochs: int, seed: int) -> s
     config = ExpertConfig(epochs=epochs, seed=seed).for_data(shards)
     settings = trajectory_settings(config, shards)
     store = TrajectoryStore(str(out), settings=settings, dataset_fingerprint=shards.fingerprint)
-    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    train, test = ClipDataset(shards, "train"), ClipDataset(shards, "test")
     started = time.perf_counter()
     for expert_id in range(count):
         train_expert(expert_id, config, train, test, store)

@@ -9,7 +9,8 @@
    [6, 2]), distilled for ``--iterations`` and judged on test (val beside it) by
    ``--repeats`` ConvNet3D networks, beside random real clips of the same stored frames.
 
-    python bench/segments.py [--sizes 8x64 16x112] [--iterations 3] [--quality] [--smoke-test]
+    python bench/segments.py [--sizes 8x64 16x112] [--iterations 3] [--quality | --quality-only]
+                             [--smoke-test]
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["8x64", "16x112"], choices=sorted(CUTS))
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--quality", action="store_true", help="also Table 7's shape (slow)")
+    p.add_argument("--quality-only", action="store_true", help="Table 7's shape, no cost rows")
     p.add_argument("--quality-iterations", type=int, default=100)
     p.add_argument("--batch-real", type=int, default=16)
     p.add_argument("--epochs", type=int, default=100)
@@ -122,8 +124,9 @@ def main() -> None:
         args.sizes, args.iterations, args.epochs, args.repeats = ["8x64"], 1, 1, 1
     print_calibration()
     with tempfile.TemporaryDirectory(prefix="s2d-bench-segments-") as tmp:
-        cost(args, Path(tmp))
-        if args.quality:
+        if not args.quality_only:
+            cost(args, Path(tmp))
+        if args.quality or args.quality_only:
             args.iterations = 2 if args.smoke_test else args.quality_iterations
             quality(args, Path(tmp))
 

@@ -92,7 +92,7 @@ def limit_row(a: dict) -> dict:
 def expert_row(a: dict) -> dict:
     """``train_epoch`` then ``evaluate`` on the test split, in one process, no Ray: the
     second epoch, as the farm's steady rows (the first pays the process's warm-up)."""
-    from s2d_ray.data.stream import ArrowClipDataset
+    from s2d_ray.data.clips import ClipDataset
     from s2d_ray.experts.training import (
         ExpertConfig,
         build_network,
@@ -109,7 +109,7 @@ def expert_row(a: dict) -> dict:
         real.shards
     )
     model = build_network(trajectory_settings(config, real.shards), 0, device)
-    train, test = real.train, ArrowClipDataset(real.shards, "test")
+    train, test = real.train, ClipDataset(real.shards, "test")
     clips = len(train.epoch_rows(0, 1))  # an epoch trains one clip per video
     generator = torch.Generator().manual_seed(0)
     train_epoch(model, train, config, 0, 1, generator, device)

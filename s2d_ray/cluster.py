@@ -16,11 +16,15 @@ from __future__ import annotations
 import os
 
 WORKER_ENV_VARS = {"MALLOC_ARENA_MAX": "1"}
+# The data readers' settings (data/cache.py, data/clips.py, data/stream.py): set on the
+# driver, they hold in every worker too.
+FORWARDED_ENV_VARS = ("S2D_CACHE_DIR", "S2D_CACHE_GIB", "S2D_DATA_BACKEND", "S2D_READ_CPUS")
 
 
 def worker_runtime_env() -> dict:
     """The runtime environment every s2d-ray worker runs in (merged into the job's own)."""
-    return {"env_vars": dict(WORKER_ENV_VARS)}
+    forwarded = {k: os.environ[k] for k in FORWARDED_ENV_VARS if k in os.environ}
+    return {"env_vars": {**WORKER_ENV_VARS, **forwarded}}
 
 
 def init_ray(**kwargs) -> None:

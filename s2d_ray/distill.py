@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from s2d_ray import __version__, files
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
-from s2d_ray.data.stream import ArrowClipDataset
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.evaluation import (
     EvalConfig,
     EvalResult,
@@ -311,16 +311,16 @@ def evaluate_items(
     synthetic: SyntheticSet, real: RealData, config: EvalConfig, *, split: str
 ) -> EvalResult:
     """The protocol on ``synthetic``, scored on ``split`` (val for choices, test to report)."""
-    scored = ArrowClipDataset(real.shards, split)
+    scored = ClipDataset(real.shards, split)
     return evaluate_synthetic(synthetic, scored, config, device=real.device)
 
 
-def report_splits(real: RealData) -> tuple[ArrowClipDataset, list[ArrowClipDataset]]:
+def report_splits(real: RealData) -> tuple[ClipDataset, list[ClipDataset]]:
     """A final table's splits: test, read once for the report, and val beside it (where the
     shards have one), the score every choice was made on."""
-    test = ArrowClipDataset(real.shards, "test")
+    test = ClipDataset(real.shards, "test")
     has_val = any(s["split"] == "val" for s in real.shards.manifest["shards"])
-    return test, [ArrowClipDataset(real.shards, "val")] if has_val else []
+    return test, [ClipDataset(real.shards, "val")] if has_val else []
 
 
 def judged_rows(

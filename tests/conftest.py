@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config) -> None:
+    """A private node cache for the session (before any Ray worker starts, so they inherit
+    it): tests never write into the user's ``~/.cache``."""
+    if "S2D_CACHE_DIR" not in os.environ:
+        os.environ["S2D_CACHE_DIR"] = config._s2d_cache = tempfile.mkdtemp(prefix="s2d-cache-")
+
+
+def pytest_unconfigure(config) -> None:
+    cache = getattr(config, "_s2d_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture

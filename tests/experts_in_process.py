@@ -9,7 +9,7 @@ def train_experts(
     """Experts in batches of ``batch_size``: on the small embedded set (40 videos) 10 takes 4
     steps per epoch, so that a student of a few steps can follow an epoch, as MiniUCF's
     experts take 18 steps (4662 clips, batches of 256) against the student's 10."""
-    from s2d_ray.data import ArrowClipDataset, ClipShards
+    from s2d_ray.data import ClipDataset, ClipShards
     from s2d_ray.experts.store import TrajectoryStore
     from s2d_ray.experts.training import ExpertConfig, train_expert, trajectory_settings
 
@@ -18,7 +18,7 @@ def train_experts(
     store = TrajectoryStore(
         out, settings=trajectory_settings(config, shards), dataset_fingerprint=shards.fingerprint
     )
-    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    train, test = ClipDataset(shards, "train"), ClipDataset(shards, "test")
     for expert_id in range(num_experts):
         train_expert(expert_id, config, train, test, store)
     return out

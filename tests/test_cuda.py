@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from s2d_ray.data import ArrowClipDataset, ClipShards
+from s2d_ray.data import ClipDataset, ClipShards
 from s2d_ray.evaluation import EvalConfig, protocol
 from s2d_ray.experts.training import ExpertConfig, build_network, evaluate, train_epoch
 from s2d_ray.experts.training import trajectory_settings as settings_of
@@ -42,7 +42,7 @@ def test_each_precision_on_cuda_against_ieee_fp32_on_the_cpu(precision, toleranc
 
 def test_expert_training_on_cuda_reads_pinned_batches_and_tests_as_the_cpu(tiny_shards):
     shards = ClipShards(tiny_shards)
-    train, test = ArrowClipDataset(shards, "train"), ArrowClipDataset(shards, "test")
+    train, test = ClipDataset(shards, "train"), ClipDataset(shards, "test")
     frames, _ = train.batch([0, 1], pin_memory=True)
     assert frames.is_pinned() and torch.equal(frames, train.batch([0, 1])[0])
     config = ExpertConfig(batch_size=4, flip=False, precision="fp32")
@@ -56,7 +56,7 @@ def test_expert_training_on_cuda_reads_pinned_batches_and_tests_as_the_cpu(tiny_
 
 
 def test_the_protocol_tests_a_network_on_cuda_as_on_the_cpu(tiny_shards):
-    test = ArrowClipDataset(ClipShards(tiny_shards), "test")
+    test = ClipDataset(ClipShards(tiny_shards), "test")
     model = create("convnet3d", num_classes=test.num_classes, clip_shape=(8, 3, 64, 64), seed=0)
     config = EvalConfig(precision="fp32", eval_batch_size=2)  # several batches
     top1, top5, per_class = protocol.test_network(model.to(CUDA), test, config, CUDA)

@@ -16,5 +16,17 @@ def test_workers_allocate_from_one_malloc_arena(ray_local):
         return os.environ.get("MALLOC_ARENA_MAX")
 
     assert ray_local.get(arena_max.remote()) == "1"
-    assert worker_runtime_env() == {"env_vars": WORKER_ENV_VARS}
-    assert worker_runtime_env()["env_vars"] is not WORKER_ENV_VARS  # callers may extend it
+    env = worker_runtime_env()["env_vars"]
+    assert env.items() >= WORKER_ENV_VARS.items() and env is not WORKER_ENV_VARS  # extendable
+
+
+def test_workers_read_through_the_drivers_node_cache(ray_local):
+    """The readers' settings set on the driver hold in its workers (the conftest sets a
+    private S2D_CACHE_DIR before Ray starts)."""
+
+    @ray_local.remote(num_cpus=0)
+    def cache_dir() -> str | None:
+        return os.environ.get("S2D_CACHE_DIR")
+
+    assert worker_runtime_env()["env_vars"]["S2D_CACHE_DIR"] == os.environ["S2D_CACHE_DIR"]
+    assert ray_local.get(cache_dir.remote()) == os.environ["S2D_CACHE_DIR"]

@@ -1,26 +1,18 @@
-"""The data layer: dataset registry and readers, clip sampling, Parquet clip shards, streaming."""
+"""The data layer: dataset registry and readers, clip sampling, Parquet clip shards, the row index,
+streaming readers."""
 
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.prepare import PrepareConfig, prepare, run_local, run_ray
 from s2d_ray.data.readers.media import BadVideoError
 from s2d_ray.data.readers.splits import SplitFileError
 from s2d_ray.data.registry import DATASETS, DiscoverOptions, discover, get_dataset
 from s2d_ray.data.spec import ClipSpec
-from s2d_ray.data.stream import (
-    ArrowClipDataset,
-    ClassSampler,
-    ClipCollate,
-    ClipShards,
-    ClipTransform,
-    FrameView,
-    ray_clip_dataset,
-)
+from s2d_ray.data.stream import ClipShards, ClipTransform, FrameView
 
 __all__ = [
     "DATASETS",
-    "ArrowClipDataset",
     "BadVideoError",
-    "ClassSampler",
-    "ClipCollate",
+    "ClipDataset",
     "ClipShards",
     "ClipSpec",
     "ClipTransform",
@@ -31,7 +23,6 @@ __all__ = [
     "discover",
     "get_dataset",
     "prepare",
-    "ray_clip_dataset",
     "run_local",
     "run_ray",
 ]

@@ -63,6 +63,11 @@ class PrepareConfig(StrictConfig):
         default=VAL_MIN_PER_CLASS, ge=0, description="val videos per class at least"
     )
     videos_per_shard: int = Field(default=64, ge=1)
+    row_group_mib: float = Field(
+        default=sh.ROW_GROUP_MIB,
+        gt=0,
+        description="uncompressed clip bytes per Parquet row group: the unit a reader fetches",
+    )
     max_videos_per_class: int | None = Field(default=None, ge=1, description="per split; a subset")
     strict: bool = False
     seed: int = 0
@@ -108,6 +113,7 @@ class ShardTask:
     fingerprint: str
     out: str
     strict: bool
+    row_group_mib: float
 
 
 @dataclass
@@ -150,6 +156,7 @@ def plan_shards(index: DatasetIndex, config: PrepareConfig) -> list[ShardTask]:
                     shard_fingerprint,
                     config.out,
                     config.strict,
+                    config.row_group_mib,
                 )
             )
     return tasks
@@ -178,7 +185,9 @@ def build_shard(task: ShardTask) -> ShardResult:
             )
     fs, out = files.filesystem(task.out)
     path = files.join(out, task.relpath)
-    nbytes, digest = sh.write_shard(fs, path, rows.to_table(task.spec.frame_shape))
+    shape = task.spec.frame_shape
+    per_group = sh.clips_per_row_group(shape, task.row_group_mib)
+    nbytes, digest = sh.write_shard(fs, path, rows.to_table(shape), per_group)
     result = ShardResult(
         task.relpath,
         task.split,
@@ -295,6 +304,7 @@ def prepare(
         p for r in sorted(results, key=lambda r: r.relpath) for p in r.problems
     ]
     manifest = _manifest(config, index, results, problems, validation)
+    manifest["row_index"] = sh.write_row_indexes(fs, out, manifest["shards"])
     files.write_json(fs, files.join(out, sh.MANIFEST), manifest)
     files.write_atomic(fs, files.join(out, sh.SKIPPED), _skipped_csv(problems))
     elapsed = time.perf_counter() - started

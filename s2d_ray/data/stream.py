@@ -1,4 +1,4 @@
-"""Reading clip shards into training: in-process Arrow datasets, Ray Data streams, transforms.
+"""Reading clip shards into training: the shard directory, frames, transforms, Ray Data reads.
 
 Clips stay uint8 (T, H, W, 3) until they reach the consuming device; ``ClipTransform`` turns a
 batch into float (B, T, 3, H, W) there, so host memory and transfers carry a quarter the bytes.
@@ -6,24 +6,24 @@ batch into float (B, T, 3, H, W) there, so host memory and transfers carry a qua
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from ray.data.collate_fn import NumpyBatchCollateFn
 from torch.utils.data import Dataset
 
 from s2d_ray import files
 from s2d_ray.data import shards as sh
+from s2d_ray.data.rowindex import RowIndex, build_index
 from s2d_ray.normalization import IMAGENET_MEAN, IMAGENET_STD
 from s2d_ray.seeding import derive_seed
 
 if TYPE_CHECKING:
-    import ray.data
+    from s2d_ray.data.clips import ClipDataset
 
 
 class ClipShards:
@@ -42,6 +42,11 @@ class ClipShards:
         self.classes: list[str] = self.manifest["classes"]
         self.clip_shape: tuple[int, int, int, int] = tuple(self.manifest["clip_shape"])
         self.fingerprint: str = self.manifest["fingerprint"]
+
+    @property
+    def location(self) -> str:
+        """The directory as any process of the cluster opens it: the URI, or the absolute path."""
+        return self.uri if "://" in self.uri else self.root
 
     @property
     def num_classes(self) -> int:
@@ -79,13 +84,15 @@ class ClipShards:
             raise ValueError(f"{self.uri} has no {split!r} clips{which}{hint}")
         return paths
 
-    def read_table(
-        self, split: str, columns: Sequence[str] = ("frames", "label", "video_id")
-    ) -> pa.Table:
-        tables = [
-            pq.read_table(p, columns=list(columns), filesystem=self.fs) for p in self.files(split)
-        ]
-        return pa.concat_tables(tables)
+    def row_index(self, split: str) -> RowIndex:
+        """The split's row index: prepare's file, or derived from the shards that predate it."""
+        entry = self.manifest.get("row_index", {}).get(split)
+        if entry is not None:
+            path = files.join(self.root, entry["path"])
+            return RowIndex.from_table(pq.read_table(path, filesystem=self.fs))
+        self.files(split)  # the errors that name the fix
+        shards = [s["path"] for s in self.manifest["shards"] if s["split"] == split]
+        return RowIndex.from_table(build_index(self.fs, self.root, shards))
 
     def verify(self) -> list[str]:
         """Recompute every shard's checksum; returns the problems found (empty when healthy)."""
@@ -99,128 +106,6 @@ class ClipShards:
         return problems
 
 
-class ArrowClipDataset(Dataset):
-    """All clips of one split held as Arrow buffers; items are zero-copy views until batched.
-
-    For sets that fit in memory (tests, the embedded set, single-machine work). Larger sets
-    stream through :func:`ray_clip_dataset`.
-    """
-
-    def __init__(self, shards: ClipShards | str, split: str = "train") -> None:
-        shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
-        self._setup(shards.read_table(split), shards.clip_shape, shards.num_classes, split)
-
-    @classmethod
-    def from_table(
-        cls, table: pa.Table, clip_shape: Sequence[int], num_classes: int, split: str = "train"
-    ) -> ArrowClipDataset:
-        """Wrap a table already in memory, e.g. one shared through Ray's object store."""
-        self = cls.__new__(cls)
-        self._setup(table, tuple(clip_shape), num_classes, split)
-        return self
-
-    def _setup(self, table: pa.Table, clip_shape, num_classes: int, split: str) -> None:
-        self.table, self.clip_shape, self.num_classes, self.split = (
-            table,
-            clip_shape,
-            num_classes,
-            split,
-        )
-        # Keep Arrow's chunks as they are: int32 offsets cannot address one column over 2 GiB.
-        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        where = []
-        for k, chunk in enumerate(table.column("frames").chunks):
-            _, offsets, data = chunk.buffers()
-            offs = np.frombuffer(offsets, dtype=np.int32)[
-                chunk.offset : chunk.offset + len(chunk) + 1
-            ]
-            self._chunks.append((offs, np.frombuffer(data, dtype=np.uint8)))
-            where += [(k, i) for i in range(len(chunk))]
-        self._where = np.asarray(where, dtype=np.int64).reshape(-1, 2)
-        self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-        self._group_videos(table)
-
-    def _group_videos(self, table: pa.Table) -> None:
-        """Rows of each video (train shards hold several clips per video); without a
-        ``video_id`` column every clip counts as its own video."""
-        labels = self.labels.tolist()
-        if "video_id" in table.column_names:
-            ids = table.column("video_id").to_pylist()
-            keys = [f"{label}/{vid}" for label, vid in zip(labels, ids, strict=True)]
-        else:
-            keys = [f"{label}/row-{i}" for i, label in enumerate(labels)]
-        rows: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            rows.setdefault(key, []).append(i)
-        self.video_keys: list[str] = list(rows)
-        self.video_rows: list[np.ndarray] = [np.asarray(r, dtype=np.int64) for r in rows.values()]
-
-    @property
-    def num_videos(self) -> int:
-        return len(self.video_rows)
-
-    def epoch_rows(self, seed: int, epoch: int) -> torch.Tensor:
-        """One clip per video for this epoch: the per-epoch temporal jitter of SPEC §1.
-
-        Video v's clip is drawn from (seed, epoch, v), so an epoch is one pass over the
-        videos whatever the number of stored clips, and resuming at any epoch redraws
-        exactly the same clips.
-        """
-        picks = [
-            rows[0] if len(rows) == 1 else rows[derive_seed(seed, "clip", epoch, key) % len(rows)]
-            for key, rows in zip(self.video_keys, self.video_rows, strict=True)
-        ]
-        return torch.as_tensor(picks, dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def clip_array(self, i: int) -> np.ndarray:
-        """A read-only (T, H, W, 3) uint8 view of clip ``i`` (no copy)."""
-        chunk, j = self._where[i]
-        offsets, data = self._chunks[chunk]
-        view = data[offsets[j] : offsets[j + 1]].reshape(self.clip_shape)
-        view.flags.writeable = False  # writes would corrupt the shared Arrow buffer
-        return view
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.clip_array(i).copy()), int(self.labels[i])
-
-    def batch(
-        self, indices: Sequence[int] | torch.Tensor, *, pin_memory: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather clips into one uint8 (B, T, H, W, 3) tensor, copying each clip once.
-        ``pin_memory``: into page-locked memory, so that a ``non_blocking`` copy to a GPU
-        returns at once and the next batch is gathered while the GPU trains on this one."""
-        idx = [int(i) for i in indices]
-        out = torch.empty((len(idx), *self.clip_shape), dtype=torch.uint8, pin_memory=pin_memory)
-        rows = out.numpy()
-        for row, i in enumerate(idx):
-            rows[row] = self.clip_array(i)
-        return out, self.labels[idx]
-
-
-class ClassSampler:
-    """Random real batches of one class (DM matches class means of real and synthetic clips)."""
-
-    def __init__(self, dataset: ArrowClipDataset) -> None:
-        self.dataset = dataset
-        self.by_class = [
-            torch.nonzero(dataset.labels == c).flatten() for c in range(dataset.num_classes)
-        ]
-
-    def sample(self, label: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` clips of class ``label`` (without replacement when the class has enough)."""
-        pool = self.by_class[label]
-        if len(pool) == 0:
-            raise ValueError(f"class {label} has no clips in split {self.dataset.split!r}")
-        if n <= len(pool):
-            pick = pool[torch.randperm(len(pool), generator=generator)[:n]]
-        else:
-            pick = pool[torch.randint(len(pool), (n,), generator=generator)]
-        return self.dataset.batch(pick)[0]
-
-
 class FrameView(Dataset):
     """Single frames for static (image) learning: item v is one random frame of video v,
     from any of its stored clips (SPEC §1: one random frame per video per access).
@@ -230,7 +115,7 @@ class FrameView(Dataset):
     ``set_epoch`` each epoch.
     """
 
-    def __init__(self, clips: ArrowClipDataset, seed: int = 0) -> None:
+    def __init__(self, clips: ClipDataset, seed: int = 0) -> None:
         self.clips, self.seed, self.epoch = clips, seed, 0
         self.labels = clips.labels[[int(rows[0]) for rows in clips.video_rows]]
 
@@ -293,35 +178,60 @@ def standardize(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / x.std().clamp_min(1e-6)
 
 
-def decode_clip_bytes(
-    values: Sequence[bytes] | np.ndarray, clip_shape: Sequence[int]
-) -> np.ndarray:
-    """A batch of raw clip byte strings -> one uint8 (B, T, H, W, 3) array."""
-    joined = bytearray().join(values)  # writable, so torch can take it without a copy
-    return np.frombuffer(joined, dtype=np.uint8).reshape(len(values), *clip_shape)
+READ_CPUS_ENV = "S2D_READ_CPUS"
+_readers: dict[tuple[str, str], ClipDataset] = {}
 
 
-class ClipCollate(NumpyBatchCollateFn):
-    """Ray Data collate: a numpy batch of raw clip bytes -> (uint8 clips, int64 labels) tensors."""
+def ray_batches(
+    dataset: ClipDataset,
+    plan: Iterable[Sequence[int] | torch.Tensor],
+    *,
+    prefetch: int = 2,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``dataset.batch(p)`` for each ``p`` of ``plan``, fetched by Ray Data tasks anywhere in
+    the cluster: the read is a function of the plan alone, so the batches equal the local
+    reader's bit for bit. The plan's batches must share one size (the last may be smaller):
+    Ray Data re-batches the stream to it.
 
-    def __init__(self, clip_shape: Sequence[int]) -> None:
-        super().__init__()
-        self.clip_shape = tuple(clip_shape)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = torch.from_numpy(decode_clip_bytes(batch["frames"], self.clip_shape))
-        return frames, torch.from_numpy(batch["label"].astype(np.int64))
-
-
-def ray_clip_dataset(
-    shards: ClipShards | str, split: str = "train", *, concurrency: int | None = None
-) -> ray.data.Dataset:
-    """A Ray Dataset of ``frames`` (raw bytes) and ``label``; iterate it with
-    ``ds.iter_torch_batches(collate_fn=ClipCollate(shards.clip_shape))``."""
+    Read tasks ask for ``$S2D_READ_CPUS`` CPUs (default 0): inside a Train worker or a trial
+    that holds the node's CPUs, a read that waits for a free CPU would wait for ever.
+    """
+    import ray
     import ray.data
 
-    shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
-    ds = ray.data.read_parquet(
-        shards.files(split), filesystem=shards.fs, partitioning=None, concurrency=concurrency
+    from s2d_ray.cluster import init_ray
+
+    plan = [np.asarray(p, dtype=np.int64).reshape(-1) for p in plan]
+    if not plan:
+        return
+    sizes = {len(p) for p in plan[:-1]}
+    if len(sizes) > 1 or (sizes and len(plan[-1]) > sizes.pop()):
+        raise ValueError("a streamed plan's batches must share one size (the last may be smaller)")
+    init_ray()
+    plan_ref = ray.put(plan)
+    uri, split = dataset.shards.location, dataset.split
+
+    def fetch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        reader = _readers.get((uri, split))
+        if reader is None:
+            from s2d_ray.data.clips import ClipDataset
+
+            reader = _readers[(uri, split)] = ClipDataset(uri, split)
+        positions = np.concatenate([ray.get(plan_ref)[int(k)] for k in batch["batch"]])
+        frames, labels = reader.batch(positions)
+        return {"frames": frames.numpy(), "label": labels.numpy()}
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the plan's order is the batches' order
+    context.enable_progress_bars = False
+    ds = ray.data.from_items([{"batch": k} for k in range(len(plan))]).map_batches(
+        fetch, batch_size=1, num_cpus=float(os.environ.get(READ_CPUS_ENV, 0))
     )
-    return ds.select_columns(["frames", "label"])
+    for batch in ds.iter_batches(
+        batch_size=len(plan[0]), batch_format="numpy", prefetch_batches=prefetch
+    ):
+        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"]))
+        if pin_memory:
+            frames = frames.pin_memory()
+        yield frames, torch.from_numpy(batch["label"].astype(np.int64))

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from s2d_ray import files
-from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform, FrameView
+from s2d_ray.data.clips import ClipDataset
+from s2d_ray.data.stream import ClipShards, ClipTransform, FrameView
 from s2d_ray.models import create
 from s2d_ray.models.step import train_step
 from s2d_ray.seeding import derive_seed, torch_generator
@@ -35,7 +36,7 @@ def class_groups(
         if cached.get("fingerprint") == shards.fingerprint and cached.get("version") == VERSION:
             return cached
     device = torch.device(device)
-    train = ArrowClipDataset(shards, "train")
+    train = ClipDataset(shards, "train")
     net = _frame_network(train, shards, seed, epochs, device)
     scores = _motion_scores(net, train, clips_per_class, seed, device)
     order = sorted(range(len(scores)), key=lambda c: scores[c])

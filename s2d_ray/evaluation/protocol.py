@@ -38,7 +38,8 @@ from pydantic import Field
 from torch import nn
 
 from s2d_ray.config import StrictConfig
-from s2d_ray.data.stream import ArrowClipDataset, ClipTransform, standardize
+from s2d_ray.data.clips import ClipDataset
+from s2d_ray.data.stream import ClipTransform, standardize
 from s2d_ray.evaluation.items import EpochDraw, Pairs, epoch_draw
 from s2d_ray.models import Precision, create
 from s2d_ray.models.step import MicroBatch, predict, train_step
@@ -178,11 +179,11 @@ def resolve_repeat_mode(config: EvalConfig, device: torch.device) -> str:
 def evaluate_set(
     items: torch.Tensor,
     labels: torch.Tensor,
-    test: ArrowClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     *,
     device: torch.device | str = "cpu",
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
     **arch_kwargs,
 ) -> EvalResult:
     """Train ``config.repeats`` fresh ``config.arch`` networks on (items, labels) and score
@@ -199,11 +200,11 @@ def evaluate_set(
 
 def evaluate_synthetic(
     synthetic: SyntheticSet,
-    test: ArrowClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     *,
     device: torch.device | str = "cpu",
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
     """The protocol on a synthetic set as ``items.epoch_draw`` feeds it (stills repeated over
     the real clips' frames; an S2D memory's pairs per ``config.pairs``)."""
@@ -217,10 +218,10 @@ def evaluate_synthetic(
 def evaluate_draw(
     draw: EpochDraw,
     count: int,
-    test: ArrowClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     device: torch.device | str = "cpu",
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
     **arch_kwargs,
 ) -> EvalResult:
     """``evaluate_set`` for a set whose items may change each epoch (``items.epoch_draw``:
@@ -249,16 +250,16 @@ def evaluate_draw(
 
 def score(
     models: list[nn.Module],
-    test: ArrowClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     device: torch.device,
-    also: Sequence[ArrowClipDataset],
+    also: Sequence[ClipDataset],
     train_items: int,
 ) -> EvalResult:
     """Trained networks scored on ``test`` and on each split of ``also``."""
-    scores = [test_network(m, test, config, device) for m in models]
+    scores = test_networks(models, test, config, device)
     extra = {
-        other.split: [test_network(m, other, config, device)[0] for m in models] for other in also
+        other.split: [s[0] for s in test_networks(models, other, config, device)] for other in also
     }
     return EvalResult(
         top1=[s[0] for s in scores],
@@ -345,7 +346,7 @@ def draw_batches(draw: EpochDraw, config: EvalConfig) -> Batches:
 
 
 def real_batches(
-    train: ArrowClipDataset, config: EvalConfig, device: torch.device, flip: bool
+    train: ClipDataset, config: EvalConfig, device: torch.device, flip: bool
 ) -> Batches:
     """Minibatches of real clips: one jittered clip per video per epoch, flipped where the
     dataset flips, converted on the device (SPEC §1's augmentation for training on real data)."""
@@ -354,8 +355,7 @@ def real_batches(
     def batches(epoch: int, order: torch.Generator):
         rows = train.epoch_rows(derive_seed(config.seed, "real-clips"), epoch)
         rows = rows[torch.randperm(len(rows), generator=order)]
-        for start in range(0, len(rows), config.batch_size):
-            frames, labels = train.batch(rows[start : start + config.batch_size])
+        for frames, labels in train.batches(rows.split(config.batch_size)):
             yield transform(frames, device=device, generator=order), labels.to(device)
 
     return batches
@@ -400,13 +400,13 @@ def _num_outputs(model: nn.Module) -> int:
 
 
 def evaluate_real(
-    train: ArrowClipDataset,
-    test: ArrowClipDataset,
+    train: ClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     *,
     flip: bool = False,
     device: torch.device | str = "cpu",
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
     """The protocol trained on all real training clips: the upper-bound row."""
     device = torch.device(device)
@@ -487,30 +487,46 @@ def train_stacked(
     return models
 
 
-@torch.no_grad()
 def test_network(
-    model: nn.Module, test: ArrowClipDataset, config: EvalConfig, device: torch.device
+    model: nn.Module, test: ClipDataset, config: EvalConfig, device: torch.device
 ) -> tuple[float, float, list[float]]:
-    """(top-1, top-5, per-class top-1) over every clip of ``test`` (any split), read in
-    batches of ``eval_batch_size`` in stored order."""
-    model.eval()
+    """(top-1, top-5, per-class top-1) of one network over every clip of ``test``."""
+    return test_networks([model], test, config, device)[0]
+
+
+@torch.no_grad()
+def test_networks(
+    models: Sequence[nn.Module], test: ClipDataset, config: EvalConfig, device: torch.device
+) -> list[tuple[float, float, list[float]]]:
+    """(top-1, top-5, per-class top-1) of each network over every clip of ``test`` (any
+    split): one streamed pass in stored order, batches of ``eval_batch_size``, each batch
+    scored by every network, so the split is read once whatever the number of repeats."""
     transform = ClipTransform(normalize=config.normalize, standardize=config.standardize)
     k = min(5, test.num_classes)
-    correct1 = torch.zeros(test.num_classes, dtype=torch.float64, device=device)
+    shape = (len(models), test.num_classes)
+    correct1 = torch.zeros(shape, dtype=torch.float64, device=device)
     count = torch.zeros(test.num_classes, dtype=torch.float64, device=device)
-    correct5 = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, len(test), config.eval_batch_size):
-        rows = range(start, min(len(test), start + config.eval_batch_size))
-        frames, y = test.batch(rows, pin_memory=device.type == "cuda")
+    correct5 = torch.zeros(len(models), dtype=torch.float64, device=device)
+    for model in models:
+        model.eval()
+    plan = torch.arange(len(test)).split(config.eval_batch_size)
+    for frames, y in test.batches(plan, pin_memory=device.type == "cuda"):
         y = y.to(device, non_blocking=True)
         x = transform(frames, device=device)
-        logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
-        top = logits.topk(k, dim=1).indices
-        hit1 = (top[:, 0] == y).double()
-        correct1.index_add_(0, y, hit1)
-        count.index_add_(0, y, torch.ones_like(hit1))
-        correct5 += (top == y[:, None]).any(1).sum()
+        count.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+        for m, model in enumerate(models):
+            logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
+            top = logits.topk(k, dim=1).indices
+            correct1[m].index_add_(0, y, (top[:, 0] == y).double())
+            correct5[m] += (top == y[:, None]).any(1).sum()
     # read once at the end: a read per batch would stop the GPU while the next is gathered
-    correct1, count = correct1.cpu(), count.cpu()
-    per_class = (correct1 / count.clamp_min(1)).tolist()
-    return float(correct1.sum() / count.sum()), float(correct5) / float(count.sum()), per_class
+    correct1, count, correct5 = correct1.cpu(), count.cpu(), correct5.cpu()
+    total = float(count.sum())
+    return [
+        (
+            float(correct1[m].sum()) / total,
+            float(correct5[m]) / total,
+            (correct1[m] / count.clamp_min(1)).tolist(),
+        )
+        for m in range(len(models))
+    ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from s2d_ray import files
 from s2d_ray.config import config_fingerprint
-from s2d_ray.data.stream import ArrowClipDataset
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.evaluation.protocol import EvalConfig, EvalResult, evaluate_real, evaluate_set
 from s2d_ray.methods.real import RealData
 
@@ -18,10 +18,10 @@ MIB = 2**20
 
 def random_baseline(
     real: RealData,
-    test: ArrowClipDataset,
+    test: ClipDataset,
     ipc: int,
     config: EvalConfig,
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
     """ipc random real videos per class, evaluated exactly like the set it sits beside."""
 
@@ -34,11 +34,11 @@ def random_baseline(
 
 def full_data_baseline(
     real: RealData,
-    test: ArrowClipDataset,
+    test: ClipDataset,
     config: EvalConfig,
     *,
     flip: bool,
-    also: Sequence[ArrowClipDataset] = (),
+    also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
     """The protocol trained on every real training clip: the upper-bound row."""
 

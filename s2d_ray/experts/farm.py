@@ -23,7 +23,8 @@ from pydantic import Field, field_validator
 
 from s2d_ray.cluster import init_ray, worker_runtime_env
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
-from s2d_ray.data.stream import ArrowClipDataset, ClipShards
+from s2d_ray.data.clips import ClipDataset
+from s2d_ray.data.stream import ClipShards
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.experts.training import (
     ExpertConfig,
@@ -82,13 +83,10 @@ def farm_worker_loop(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     config = FarmConfig.model_validate(loop_config["farm"])
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-    shards_meta = loop_config["shards"]
-    train = ArrowClipDataset.from_table(
-        ray.get(loop_config["train_ref"]), **shards_meta, split="train"
-    )
-    test = ArrowClipDataset.from_table(
-        ray.get(loop_config["test_ref"]), **shards_meta, split="test"
-    )
+    # Each worker reads the shards where they are, a batch at a time (through its node's
+    # cache): nothing of the dataset is pinned in the object store for the farm's life.
+    train = ClipDataset(loop_config["data"], "train")
+    test = ClipDataset(loop_config["data"], "test")
     store = TrajectoryStore(
         config.out,
         settings=loop_config["settings"],
@@ -113,8 +111,8 @@ def farm_worker_loop(loop_config: dict) -> None:
 def train_one(
     expert_id: int,
     config: FarmConfig,
-    train: ArrowClipDataset,
-    test: ArrowClipDataset,
+    train: ClipDataset,
+    test: ClipDataset,
     store: TrajectoryStore,
     tracker: Tracker,
     device: torch.device,
@@ -210,16 +208,13 @@ def run_farm(config: FarmConfig, tracking: TrackingConfig, *, progress: bool = T
 
 def _trainer(config, shards, settings, tracking, parent, todo: list[int]):
     """Ray Train's worker group: one expert after another on each of ``workers`` workers."""
-    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     run_key = config.run_key(shards.fingerprint)
     loop_config = {
         "farm": config.model_dump(mode="json"),
-        "shards": {"clip_shape": shards.clip_shape, "num_classes": shards.num_classes},
-        "train_ref": ray.put(shards.read_table("train")),
-        "test_ref": ray.put(shards.read_table("test")),
+        "data": shards.location,
         "settings": settings,
         "dataset_fingerprint": shards.fingerprint,
         "tracking": asdict(tracking),

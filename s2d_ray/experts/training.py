@@ -30,8 +30,9 @@ from pydantic import Field
 from torch import nn
 
 from s2d_ray.config import StrictConfig
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.registry import get_dataset
-from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
+from s2d_ray.data.stream import ClipShards, ClipTransform
 from s2d_ray.experts.store import ExpertInfo, TrajectoryStore
 from s2d_ray.models import Precision, create, flatten_params
 from s2d_ray.models.step import MicroBatch, predict, train_step
@@ -139,15 +140,14 @@ def used_precision(requested: Precision, device: torch.device) -> Precision:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: ArrowClipDataset, config: ExpertConfig, device: torch.device
+    model: nn.Module, data: ClipDataset, config: ExpertConfig, device: torch.device
 ) -> dict[str, float]:
     """Top-1 accuracy and mean loss over every clip of ``data`` (deterministic test clips)."""
     model.eval()
     transform = ClipTransform(normalize=config.normalize, standardize=config.standardize)
     correct, loss_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-    for start in range(0, len(data), config.eval_batch_size):
-        rows = range(start, min(len(data), start + config.eval_batch_size))
-        frames, labels = data.batch(rows, pin_memory=device.type == "cuda")
+    plan = torch.arange(len(data)).split(config.eval_batch_size)
+    for frames, labels in data.batches(plan, pin_memory=device.type == "cuda"):
         labels = labels.to(device, non_blocking=True)
         x = transform(frames, device=device)
         logits = predict(model, x, precision=config.precision, micro_batch=config.micro_batch)
@@ -159,7 +159,7 @@ def evaluate(
 
 def train_epoch(
     model: nn.Module,
-    data: ArrowClipDataset,
+    data: ClipDataset,
     config: ExpertConfig,
     clip_seed: int,
     epoch: int,
@@ -176,10 +176,8 @@ def train_epoch(
     rows = data.epoch_rows(clip_seed, epoch)
     order = rows[torch.randperm(len(rows), generator=generator)]
     loss_sum = torch.zeros((), device=device)
-    for start in range(0, len(order), config.batch_size):
-        frames, labels = data.batch(
-            order[start : start + config.batch_size], pin_memory=device.type == "cuda"
-        )
+    plan = order.split(config.batch_size)
+    for frames, labels in data.batches(plan, pin_memory=device.type == "cuda"):
         x = transform(frames, device=device, generator=generator)
         loss = train_step(
             model,
@@ -204,8 +202,8 @@ def is_trained(info: ExpertInfo | None, config: ExpertConfig) -> bool:
 def train_expert(
     expert_id: int,
     config: ExpertConfig,
-    train: ArrowClipDataset,
-    test: ArrowClipDataset,
+    train: ClipDataset,
+    test: ClipDataset,
     store: TrajectoryStore,
     *,
     device: torch.device | str = "cpu",

@@ -13,15 +13,16 @@ from typing import Literal
 import numpy as np
 import torch
 
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.registry import DATASETS
-from s2d_ray.data.stream import ArrowClipDataset, ClipShards, ClipTransform
+from s2d_ray.data.stream import ClipShards, ClipTransform
 from s2d_ray.seeding import numpy_rng
 
 
 @dataclass
 class RealData:
     shards: ClipShards
-    train: ArrowClipDataset
+    train: ClipDataset
     device: torch.device
     normalize: Literal["imagenet", "none"] = "imagenet"
 
@@ -37,7 +38,7 @@ class RealData:
     @classmethod
     def open(cls, data: str, device: torch.device | str = "cpu", normalize="imagenet") -> RealData:
         shards = ClipShards(data)
-        return cls(shards, ArrowClipDataset(shards, "train"), torch.device(device), normalize)
+        return cls(shards, ClipDataset(shards, "train"), torch.device(device), normalize)
 
     @property
     def num_classes(self) -> int:

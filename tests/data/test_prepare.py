@@ -10,11 +10,12 @@ import pytest
 from media import decoded_frame_numbers, write_frame_folder, write_video
 
 from s2d_ray.data import BadVideoError, PrepareConfig, prepare
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.prepare import build_shard, plan_shards, run_local
 from s2d_ray.data.readers.media import open_media
 from s2d_ray.data.registry import DiscoverOptions, discover
 from s2d_ray.data.sampling import clip_indices
-from s2d_ray.data.stream import ArrowClipDataset, ClipShards
+from s2d_ray.data.stream import ClipShards
 from s2d_ray.seeding import numpy_rng
 
 
@@ -102,6 +103,8 @@ def test_shards_are_partitioned_by_split_and_class(tmp_path):
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.parquet")
     )
     assert paths == [
+        "index/test.parquet",
+        "index/train.parquet",
         "test/0000/part-00000.parquet",
         "test/0001/part-00000.parquet",
         "train/0000/part-00000.parquet",
@@ -207,7 +210,7 @@ def test_embedded_dataset_prepares_to_the_documented_counts(tmp_path):
     assert counts["val"]["clips_per_class"] == {c: 12 for c in summary.manifest["classes"]}
     assert summary.manifest["clips_per_video"] == {"train": 4, "val": 3, "test": 3}
     assert summary.manifest["clip_shape"] == [8, 64, 64, 3]
-    train = ArrowClipDataset(str(tmp_path / "e"), "train")
+    train = ClipDataset(str(tmp_path / "e"), "train")
     assert len(train) == 1440 and train.labels.bincount().tolist() == [144] * 10
     assert train.num_videos == 360 and all(len(rows) == 4 for rows in train.video_rows)
     first = train.video_rows[0]  # the 4 clips of a video are 4 distinct phases of it
@@ -229,7 +232,7 @@ def test_real_clips_prepare_through_video_folder(tmp_path, shared_data):
     m = summary.manifest
     assert m["skipped"] == 0 and m["counts"]["train"]["clips"] == 4 * 12
     assert m["counts"]["test"]["clips"] == 36
-    clips = ArrowClipDataset(str(tmp_path / "arid"), "train")
+    clips = ClipDataset(str(tmp_path / "arid"), "train")
     assert clips[0][0].shape == (16, 112, 112, 3) and clips.num_videos == 12
     assert float(clips[0][0].float().mean()) < 60  # the ARID clips are dark
 

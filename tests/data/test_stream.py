@@ -1,20 +1,24 @@
-"""Streaming: Arrow dataset, per-class sampler, frame view, transforms, Ray Data."""
+"""Reading clips: the streamed dataset, the row index, the node cache, frames, transforms,
+the Ray Data reader."""
+
+import json
+import os
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from s2d_ray.data import PrepareConfig, prepare
+from s2d_ray.data.cache import NodeCache
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.stream import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ArrowClipDataset,
-    ClassSampler,
-    ClipCollate,
     ClipShards,
     ClipTransform,
     FrameView,
-    ray_clip_dataset,
 )
 
 
@@ -25,14 +29,87 @@ def shard_dir(tmp_path_factory):
     return str(out)
 
 
-def test_arrow_dataset_items_and_batches_agree(shard_dir):
-    ds = ArrowClipDataset(shard_dir, "train")
+def test_items_and_batches_agree_and_equal_the_in_memory_reader(shard_dir, tmp_path):
+    ds = ClipDataset(shard_dir, "train", cache=NodeCache(tmp_path, 2**30))
     assert len(ds) == 1440 and ds.num_classes == 10  # 36 of 40 videos per class: 4 are val
     clip, label = ds[123]
     assert clip.dtype == torch.uint8 and clip.shape == (8, 64, 64, 3)
     batch, labels = ds.batch([123, 5])
     assert torch.equal(batch[0], clip) and labels[0] == label
-    assert ds.clip_array(5).flags.writeable is False  # a view into the Arrow buffer
+    everything = ClipDataset(shard_dir, "train", memory="all")
+    pick = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:300]
+    for reader in (ds, ds, ClipDataset(shard_dir, "train", cache=None)):  # cold, warm, none
+        frames, y = reader.batch(pick)
+        assert torch.equal(frames, everything.batch(pick)[0])
+        assert torch.equal(y, everything.labels[pick])
+
+
+def test_row_groups_are_small_and_the_index_is_prepares(shard_dir):
+    shards = ClipShards(shard_dir)
+    assert set(shards.manifest["row_index"]) == {"train", "val", "test"}
+    for entry in shards.manifest["shards"]:
+        meta = pq.ParquetFile(os.path.join(shard_dir, entry["path"])).metadata
+        clip_bytes = int(np.prod(shards.clip_shape))
+        assert all(
+            meta.row_group(g).num_rows * clip_bytes <= 4 * 2**20 for g in range(meta.num_row_groups)
+        )
+    index = shards.row_index("train")
+    assert len(index) == shards.manifest["row_index"]["train"]["rows"] == 1440
+    assert len(index.video_keys) == 360 and len(index.row_groups()) > 10
+    first = ClipDataset(shards, "train", cache=None)
+    table = pq.read_table(os.path.join(shard_dir, index.shards[3]))
+    rows = np.flatnonzero(index.shard == 3)
+    assert table.column("video_id").to_pylist() == [
+        index.video_keys[v].split("/", 1)[1] for v in index.video[rows]
+    ]
+    assert first.clip_array(int(rows[-1])).tobytes() == table.column("frames")[-1].as_py()
+
+
+def test_shards_from_before_the_index_read_the_same(shard_dir, tmp_path):
+    old = tmp_path / "old"
+    os.symlink(shard_dir, tmp_path / "link")
+    old.mkdir()
+    for name in os.listdir(shard_dir):
+        if name not in ("dataset.json", "index"):
+            os.symlink(os.path.join(shard_dir, name), old / name)
+    manifest = json.loads(Path(shard_dir, "dataset.json").read_text())
+    del manifest["row_index"]
+    (old / "dataset.json").write_text(json.dumps(manifest))
+    new, derived = ClipDataset(shard_dir, "test"), ClipDataset(str(old), "test")
+    assert derived.video_keys == new.video_keys
+    assert torch.equal(derived.batch(range(len(new)))[0], new.batch(range(len(new)))[0])
+
+
+def test_prefetched_batches_are_the_plan_in_order(shard_dir):
+    ds = ClipDataset(shard_dir, "val")
+    plan = torch.randperm(len(ds), generator=torch.Generator().manual_seed(2)).split(7)
+    for prefetch in (0, 3):
+        got = list(ds.batches(plan, prefetch=prefetch))
+        assert len(got) == len(plan)
+        for (frames, y), p in zip(got, plan, strict=True):
+            assert torch.equal(frames, ds.batch(p)[0]) and torch.equal(y, ds.labels[p])
+
+
+def test_the_node_cache_is_shared_bounded_and_survives_crashes(shard_dir, tmp_path, monkeypatch):
+    cache = NodeCache(tmp_path / "cache", 2**30)
+    ds = ClipDataset(shard_dir, "train", cache=cache)
+    expected = ds.batch(range(0, 1440, 37))[0]
+    files = sorted((tmp_path / "cache").rglob("*.u8"))
+    assert files and len(files) < len(ds.index.row_groups())  # only the groups it touched
+
+    def no_decode(*args):
+        raise AssertionError("read the shards although the node cache holds the row group")
+
+    other = ClipDataset(shard_dir, "train", cache=NodeCache(tmp_path / "cache", 2**30))
+    monkeypatch.setattr(other, "_decode", no_decode)
+    assert torch.equal(other.batch(range(0, 1440, 37))[0], expected)  # a second process
+    monkeypatch.undo()
+    crashed = files[0].with_name(f".tmp-{files[0].name}.999999999.dead")
+    crashed.write_bytes(b"torn")
+    small = NodeCache(tmp_path / "cache", 3 * files[0].stat().st_size)
+    bounded = ClipDataset(shard_dir, "train", cache=small)
+    assert torch.equal(bounded.batch(range(0, 1440, 37))[0], expected)
+    assert small.size_bytes() <= small.limit_bytes and not crashed.exists()
 
 
 def test_missing_shard_directory_says_how_to_make_one(tmp_path):
@@ -40,20 +117,8 @@ def test_missing_shard_directory_says_how_to_make_one(tmp_path):
         ClipShards(str(tmp_path))
 
 
-def test_class_sampler_returns_only_that_class_reproducibly(shard_dir):
-    ds = ArrowClipDataset(shard_dir, "train")
-    sampler = ClassSampler(ds)
-    a = sampler.sample(3, 16, torch.Generator().manual_seed(1))
-    b = sampler.sample(3, 16, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and a.shape == (16, 8, 64, 64, 3)
-    pool = {ds[int(i)][0].numpy().tobytes() for i in sampler.by_class[3]}
-    assert all(clip.numpy().tobytes() in pool for clip in a)
-    assert len({clip.numpy().tobytes() for clip in a}) == 16  # without replacement
-    assert sampler.sample(3, 64).shape[0] == 64  # more than the class has: with replacement
-
-
 def test_frame_view_is_one_frame_per_video_from_any_of_its_clips(shard_dir):
-    ds = ArrowClipDataset(shard_dir, "train")
+    ds = ClipDataset(shard_dir, "train")
     view = FrameView(ds, seed=0)
     assert len(view) == ds.num_videos == 360 and len(ds) == 1440
     frames = [view[v][0] for v in range(20)]
@@ -102,17 +167,10 @@ def test_flip_mirrors_whole_clips_all_frames_alike():
 
 
 @pytest.mark.slow
-def test_ray_data_stream_yields_the_same_clips(shard_dir, ray_local):
-    shards = ClipShards(shard_dir)
-    ds = ray_clip_dataset(shards, "test")
-    seen = {}
-    for frames, labels in ds.iter_torch_batches(
-        batch_size=64, collate_fn=ClipCollate(shards.clip_shape)
-    ):
-        assert frames.dtype == torch.uint8 and frames.shape[1:] == (8, 64, 64, 3)
-        for clip, label in zip(frames, labels, strict=True):
-            seen[clip.numpy().tobytes()] = int(label)
-    arrow = ArrowClipDataset(shards, "test")
-    expected = {arrow.clip_array(i).tobytes(): int(arrow.labels[i]) for i in range(len(arrow))}
-    assert len(expected) == 300 and seen == expected
-    assert np.bincount(list(seen.values())).tolist() == [30] * 10
+def test_ray_data_reader_yields_the_local_readers_batches(shard_dir, ray_local):
+    ds = ClipDataset(shard_dir, "train")
+    plan = ds.epoch_rows(seed=3, epoch=1)[torch.randperm(360)].split(64)
+    streamed = list(ds.batches(plan, backend="ray"))
+    assert len(streamed) == len(plan)
+    for (frames, y), p in zip(streamed, plan, strict=True):
+        assert torch.equal(frames, ds.batch(p)[0]) and torch.equal(y, ds.labels[p])

@@ -60,9 +60,9 @@ def test_still_images_are_repeated_over_the_clip():
 
 
 def test_a_static_memory_is_evaluated_as_stills_over_time(embedded_small):
-    from s2d_ray.data import ArrowClipDataset
+    from s2d_ray.data import ClipDataset
 
-    val = ArrowClipDataset(embedded_small, "val")
+    val = ClipDataset(embedded_small, "val")
     images = SyntheticImages(torch.randn(10, 3, 64, 64), 10)
     result = evaluate_synthetic(images, val, EvalConfig(epochs=1, repeats=1))
     assert result.split == "val" and result.train_items == 10

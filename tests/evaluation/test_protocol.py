@@ -7,8 +7,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from clipdirs import clip_directory
 
-from s2d_ray.data import ArrowClipDataset, ClipShards
+from s2d_ray.data import ClipDataset, ClipShards
 from s2d_ray.evaluation import (
     EvalConfig,
     class_groups,
@@ -28,19 +29,19 @@ def real(embedded_small):
 
 @pytest.fixture(scope="module")
 def data(real):
-    return ArrowClipDataset(real.shards, "test"), *real.random_videos(1, seed=0)
+    return ClipDataset(real.shards, "test"), *real.random_videos(1, seed=0)
 
 
 def test_same_seed_same_accuracy_and_final_epoch_reporting(data, monkeypatch):
     test, items, labels = data
     config = EvalConfig(epochs=4, repeats=2, seed=5)
     calls = []
-    real_test = protocol.test_network
+    real_test = protocol.test_networks
     monkeypatch.setattr(
-        protocol, "test_network", lambda *a, **k: calls.append(1) or real_test(*a, **k)
+        protocol, "test_networks", lambda m, *a, **k: calls.append(len(m)) or real_test(m, *a, **k)
     )
     a = evaluate_set(items, labels, test, config)
-    assert len(calls) == 2  # once per repeat, after its last epoch: never a best-of on test
+    assert calls == [2]  # one pass, each repeat after its last epoch: never a best-of on test
     b = evaluate_set(items, labels, test, config)
     assert a.top1 == b.top1 and a.per_class == b.per_class
     c = evaluate_set(items, labels, test, config.model_copy(update={"seed": 6}))
@@ -127,19 +128,16 @@ class _Lookup(torch.nn.Module):
         return self.table[ids]
 
 
-def test_accuracies_have_known_answers():
+def test_accuracies_have_known_answers(tmp_path):
     """top-1, top-5 and per-class top-1 over batches, against hand-computed figures."""
-    import pyarrow as pa
-
     classes, shape = 6, (1, 2, 2, 3)
     labels = [0, 0, 1, 1, 1, 2, 3, 4, 5, 5]
     frames = []
     for i in range(len(labels)):
         clip = np.zeros(shape, dtype=np.uint8)
         clip[0, 0, 0, 0] = i
-        frames.append(clip.tobytes())
-    table = pa.table({"frames": pa.array(frames, pa.binary()), "label": labels})
-    test = ArrowClipDataset.from_table(table, shape, classes, split="test")
+        frames.append(clip)
+    test = ClipDataset(clip_directory(tmp_path, frames, labels, shape, classes), "test")
     # the true class ranks, per clip: top-1 for clips 0, 2, 4, 5, 8; top-5 for all but 3, 9
     ranks = [1, 2, 1, 6, 1, 1, 5, 3, 1, 6]
     logits = torch.zeros(len(labels), classes)
@@ -150,6 +148,10 @@ def test_accuracies_have_known_answers():
     config = EvalConfig(standardize=False, normalize="none", eval_batch_size=3)
     top1, top5, per_class = protocol.test_network(
         _Lookup(logits), test, config, torch.device("cpu")
+    )
+    assert (
+        protocol.test_networks([_Lookup(logits)] * 2, test, config, torch.device("cpu"))
+        == [(top1, top5, per_class)] * 2
     )
     assert top1 == pytest.approx(5 / 10)
     assert top5 == pytest.approx(8 / 10)

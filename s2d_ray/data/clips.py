@@ -1,0 +1,185 @@
+"""The clips of one split, read on demand: what every consumer of real clips holds.
+
+A ``ClipDataset`` holds the split's row index (a few bytes per clip) and nothing of the clips:
+``batch(positions)`` fetches the row groups those positions live in (through the node cache,
+``data/cache.py``) and copies out just their clips, so a process's memory is bounded by the
+batches in flight, whatever the dataset's size. ``memory="all"`` decodes every row group once
+into memory instead: the in-memory baseline of ``bench/streaming.py`` and nothing else.
+
+Positions are the split's stored order (shard by shard, row by row), so a plan computed from
+the index (an epoch's clips, a class's videos, a test pass) gives the same batches, bit for
+bit, from any storage, any cache state and either reader (``batches(..., backend="ray")``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from s2d_ray import files
+from s2d_ray.data.cache import NodeCache, default_cache, read_rows
+from s2d_ray.data.stream import ClipShards
+from s2d_ray.seeding import derive_seed
+
+Memory = Literal["stream", "all"]
+Backend = Literal["local", "ray"]
+BACKEND_ENV = "S2D_DATA_BACKEND"
+_DEFAULT = object()
+
+
+def default_backend(location: str) -> Backend:
+    """``$S2D_DATA_BACKEND`` (local or ray) if set; else Ray Data for shards behind a URI
+    (shared storage) read inside a Ray cluster, the local reader otherwise (on one node it
+    measured faster: bench/streaming.py)."""
+    chosen = os.environ.get(BACKEND_ENV, "auto")
+    if chosen not in ("auto", "local", "ray"):
+        raise ValueError(f"{BACKEND_ENV}={chosen!r}: choose local, ray or auto")
+    if chosen != "auto":
+        return chosen
+    import ray
+
+    return "ray" if "://" in location and ray.is_initialized() else "local"
+
+
+class ClipDataset:
+    """One split's clips by position. ``cache``: the node cache (default: the environment's,
+    ``default_cache``; None reads every row group from the shards); ``backend``: the reader
+    of ``batches`` (default: ``default_backend``)."""
+
+    def __init__(
+        self,
+        shards: ClipShards | str,
+        split: str = "train",
+        *,
+        memory: Memory = "stream",
+        cache: NodeCache | object | None = _DEFAULT,
+        backend: Backend | None = None,
+    ) -> None:
+        self.shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
+        self.split = split
+        self.clip_shape: tuple[int, int, int, int] = self.shards.clip_shape
+        self.num_classes = self.shards.num_classes
+        self.index = self.shards.row_index(split)
+        self.labels = torch.from_numpy(self.index.label)
+        self.video_keys = self.index.video_keys
+        self.video_rows = self.index.video_rows()
+        self.cache: NodeCache | None = default_cache() if cache is _DEFAULT else cache
+        self.backend: Backend = backend or default_backend(self.shards.location)
+        self._paths = [files.join(self.shards.root, rel) for rel in self.index.shards]
+        self._resident: dict[tuple[int, int], np.ndarray] = {}
+        if memory == "all":
+            for s, g in self.index.row_groups():
+                self._resident[(s, g)] = self._decode(s, g)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_keys)
+
+    def epoch_rows(self, seed: int, epoch: int) -> torch.Tensor:
+        """One clip per video for this epoch: the per-epoch temporal jitter of SPEC §1.
+
+        Video v's clip is drawn from (seed, epoch, v), so an epoch is one pass over the
+        videos whatever the number of stored clips, and resuming at any epoch redraws
+        exactly the same clips.
+        """
+        picks = [
+            rows[0] if len(rows) == 1 else rows[derive_seed(seed, "clip", epoch, key) % len(rows)]
+            for key, rows in zip(self.video_keys, self.video_rows, strict=True)
+        ]
+        return torch.as_tensor(np.asarray(picks, dtype=np.int64))
+
+    def batch(
+        self, positions: Sequence[int] | torch.Tensor | np.ndarray, *, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips at ``positions`` as one uint8 (B, T, H, W, 3) tensor, and their labels.
+        ``pin_memory``: into page-locked memory, so that a ``non_blocking`` copy to a GPU
+        returns at once and the next batch is gathered while the GPU trains on this one."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        out = torch.empty((len(pos), *self.clip_shape), dtype=torch.uint8, pin_memory=pin_memory)
+        rows = out.numpy()
+        shard, group, row = self.index.shard[pos], self.index.row_group[pos], self.index.row[pos]
+        for s, g in sorted(set(zip(shard.tolist(), group.tolist(), strict=True))):
+            here = np.flatnonzero((shard == s) & (group == g))
+            source = self._source(s, g)
+            if isinstance(source, np.ndarray):
+                rows[here] = source[row[here]]
+            else:
+                gathered = np.empty((len(here), *self.clip_shape), dtype=np.uint8)
+                read_rows(source, row[here], gathered)
+                rows[here] = gathered
+        return out, self.labels[torch.from_numpy(pos)]
+
+    def batches(
+        self,
+        plan: Iterable[Sequence[int] | torch.Tensor],
+        *,
+        pin_memory: bool = False,
+        prefetch: int = 2,
+        backend: Backend | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``batch(p)`` for each ``p`` of ``plan``, in order, up to ``prefetch`` batches
+        fetched ahead (the window that bounds memory). ``backend="ray"`` reads through a
+        Ray Data pipeline (``data/stream.py``): same batches, read by tasks across the
+        cluster; by default the dataset's ``backend``."""
+        if (backend or self.backend) == "ray":
+            from s2d_ray.data.stream import ray_batches
+
+            yield from ray_batches(self, plan, prefetch=prefetch, pin_memory=pin_memory)
+            return
+        if prefetch <= 0:
+            for p in plan:
+                yield self.batch(p, pin_memory=pin_memory)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="s2d-prefetch") as pool:
+            window = []
+            for p in plan:
+                window.append(pool.submit(self.batch, p, pin_memory=pin_memory))
+                if len(window) > prefetch:
+                    yield window.pop(0).result()
+            for future in window:
+                yield future.result()
+
+    def clip_array(self, i: int) -> np.ndarray:
+        """Clip ``i`` as a (T, H, W, 3) uint8 array."""
+        return self.batch([i])[0][0].numpy()
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        frames, labels = self.batch([i])
+        return frames[0], int(labels[0])
+
+    def _source(self, s: int, g: int):
+        """Row group (s, g) as an array in memory or as a file of the node cache."""
+        resident = self._resident.get((s, g))
+        if resident is not None:
+            return resident
+        if self.cache is None:
+            return self._decode(s, g)
+        key = f"{self.shards.fingerprint}/{self.index.shards[s].removesuffix('.parquet')}-{g:05d}"
+        return self.cache.get(key, lambda: self._decode(s, g))
+
+    def _decode(self, s: int, g: int) -> np.ndarray:
+        """Fetch and decompress one row group's clips: (rows, T, H, W, 3) uint8."""
+        path = self._paths[s]
+        with self.shards.fs.open_input_file(path) as handle:
+            column = pq.ParquetFile(handle).read_row_group(g, columns=["frames"]).column(0)
+        parts = []
+        for chunk in column.chunks:
+            _, offsets, data = chunk.buffers()
+            offs = np.frombuffer(offsets, dtype=np.int32)[chunk.offset :][: len(chunk) + 1]
+            raw = np.frombuffer(data, dtype=np.uint8)[offs[0] : offs[-1]]
+            if raw.size != len(chunk) * int(np.prod(self.clip_shape)):
+                raise ValueError(
+                    f"{path}: row group {g} holds clips of another shape than the manifest's "
+                    f"{self.clip_shape}; prepare the dataset again into a new folder"
+                )
+            parts.append(raw.reshape(len(chunk), *self.clip_shape))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
