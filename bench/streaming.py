@@ -23,7 +23,9 @@ before the reader opened; clips/s of the second pass (warm node cache) and of th
 (cold: row groups decompressed and cached). Targets: peak RSS from 0.25 to 4 GiB grows by at
 most 64 MiB; the whole process under 1 GiB on the 4 GiB set; stream >= 0.9x memory's clips/s.
 
-    python bench/streaming.py [--sizes 0.25 1 4] [--big 1] [--workdir DIR] [--smoke-test]
+    python bench/streaming.py [--sizes 0.25 1 4] [--big 1] [--workloads epoch dm test]
+                              [--readers memory stream ray] [--workdir DIR] [--json FILE]
+                              [--smoke-test]
 """
 
 from __future__ import annotations
@@ -173,6 +175,16 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", type=float, default=[0.25, 1.0, 4.0], help="GiB, 8x64²")
     p.add_argument("--big", type=float, default=1.0, help="GiB at 16x112² (0: none)")
     p.add_argument("--workdir", help="where the shards and the node cache go (default: temp)")
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    p.add_argument("--readers", nargs="+", choices=("memory", "stream", "ray"),
+                   default=["memory", "stream", "ray"])  # fmt: skip
+    p.add_argument(
+        "--ray-max-gib",
+        type=float,
+        default=1.0,
+        help="the Ray Data reader only on sets up to this size (it is the slow one here)",
+    )
+    p.add_argument("--json", help="also write the rows here")
     p.add_argument("--smoke-test", action="store_true", help="tiny sets, to check it runs")
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -196,8 +208,9 @@ def main() -> None:
             data = build(work / f"{shape[0]}x{shape[1]}-{gib}", shape, gib)
             print(f"built {gib} GiB at {shape[0]}x{shape[1]}² in {time.perf_counter() - t0:.0f} s",
                   flush=True)  # fmt: skip
-            for workload in WORKLOADS:
-                for reader in READERS[workload]:
+            for workload in args.workloads:
+                readers = [r for r in READERS[workload] if r in args.readers]
+                for reader in [r for r in readers if r != "ray" or gib <= args.ray_max_gib]:
                     r = run_worker(data, workload, reader, work / "cache")
                     rows.append({"shape": f"{shape[0]}x{shape[1]}", "gib": gib,
                                  "workload": workload, "reader": reader, **r})  # fmt: skip
@@ -207,6 +220,8 @@ def main() -> None:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     report(rows, args.sizes)
 
 
@@ -216,10 +231,11 @@ def report(rows: list[dict], sizes: list[float]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     memory = {(r["shape"], r["gib"], r["workload"]): r for r in rows if r["reader"] == "memory"}
     for r in rows:
-        base = memory[(r["shape"], r["gib"], r["workload"])]
-        warm, ref = r["clips"] / r["warm_s"], base["clips"] / base["warm_s"]
+        base = memory.get((r["shape"], r["gib"], r["workload"]))
+        warm = r["clips"] / r["warm_s"]
+        ratio = f"{warm * base['warm_s'] / base['clips']:.2f}" if base else "-"
         print(f"| {r['shape']} | {r['gib']} | {r['workload']} | {r['reader']} | "
-              f"{r['peak_mib']:.0f} | {r['growth_mib']:.0f} | {warm:.0f} | {warm / ref:.2f} | "
+              f"{r['peak_mib']:.0f} | {r['growth_mib']:.0f} | {warm:.0f} | {ratio} | "
               f"{r['clips'] / r['cold_s']:.0f} | {r['open_s']:.2f} |")  # fmt: skip
     small, large = min(sizes), max(sizes)
     print(
@@ -227,9 +243,7 @@ def report(rows: list[dict], sizes: list[float]) -> None:
         f"whole process at {large} GiB (< 1024 MiB), stream / memory clips/s (>= 0.9):"
     )
     for workload in WORKLOADS:
-        for reader in READERS[workload]:
-            if reader == "memory":
-                continue
+        for reader in READERS[workload][1:]:
             pick = {r["gib"]: r for r in rows if r["shape"] == "8x64" and r["workload"] == workload
                     and r["reader"] == reader}  # fmt: skip
             if small in pick and large in pick:

@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="validation videos per class at least (default %(default)s)",
     )
     p.add_argument("--videos-per-shard", type=int, default=64)
+    p.add_argument(
+        "--row-group-mib",
+        type=float,
+        default=4.0,
+        help="uncompressed clip MiB per Parquet row group, the unit readers fetch "
+        "(default %(default)s)",
+    )
     p.add_argument("--max-videos-per-class", type=int, help="keep a subset (per class and split)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad video")
     p.add_argument("--seed", type=int, default=0)

@@ -121,3 +121,29 @@ def test_a_streamed_test_pass_scores_every_clip_once(embedded_small, monkeypatch
     )
     assert sorted(fetched) == list(range(len(test)))  # every clip once, for both networks
     assert scores[0] == scores[1]
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_dataset(tmp_path):
+    """bench/streaming.py's check at 0.25 and 1 GiB: each consumer's peak anonymous memory
+    (every reader in its own process) grows by at most 64 MiB when the data grows 4x."""
+    import json
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "streaming.py"
+    out = tmp_path / "rows.json"
+    subprocess.run(
+        [sys.executable, str(bench), "--sizes", "0.25", "1", "--big", "0", "--readers",
+         "stream", "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        check=True, capture_output=True, timeout=1500,
+    )  # fmt: skip
+    rows = json.loads(out.read_text())
+    for workload in ("epoch", "dm", "test"):
+        small, large = (
+            next(r for r in rows if r["workload"] == workload and r["gib"] == gib)
+            for gib in (0.25, 1.0)
+        )
+        assert large["clips"] > 3 * small["clips"] or workload == "dm"
+        assert large["peak_mib"] - small["peak_mib"] <= 64, (workload, small, large)
+        assert large["peak_mib"] < 1024

@@ -122,14 +122,18 @@ def _alive(tmp: Path) -> bool:
     return True
 
 
-def read_rows(path: Path, rows: np.ndarray, out: np.ndarray) -> None:
-    """Copy rows ``rows`` of the cached file at ``path`` into ``out[k]`` (one pread each)."""
+def read_rows(path: Path, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+    """Copy rows ``rows`` of the cached file at ``path`` into ``out[where]``, one ``pread``
+    each, straight into place."""
     nbytes = out[0].nbytes if len(out) else 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        for k, r in enumerate(rows):
+        for r, k in zip(rows.tolist(), where.tolist(), strict=True):
             view = memoryview(out[k]).cast("B")
-            if os.preadv(fd, [view], int(r) * nbytes) != nbytes:
-                raise OSError(f"{path} is shorter than its row {int(r)}: a torn cache file")
+            if os.preadv(fd, [view], r * nbytes) != nbytes:
+                raise OSError(
+                    f"{path} is shorter than its row {r}: a torn node-cache file (no s2d-ray "
+                    "writer leaves one); delete it and it is rebuilt from the shards"
+                )
     finally:
         os.close(fd)

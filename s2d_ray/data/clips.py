@@ -113,9 +113,7 @@ class ClipDataset:
             if isinstance(source, np.ndarray):
                 rows[here] = source[row[here]]
             else:
-                gathered = np.empty((len(here), *self.clip_shape), dtype=np.uint8)
-                read_rows(source, row[here], gathered)
-                rows[here] = gathered
+                read_rows(source, row[here], rows, here)
         return out, self.labels[torch.from_numpy(pos)]
 
     def batches(

@@ -6,6 +6,7 @@ batch into float (B, T, 3, H, W) there, so host memory and transfers carry a qua
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from s2d_ray.data import shards as sh
 from s2d_ray.data.rowindex import RowIndex, build_index
 from s2d_ray.normalization import IMAGENET_MEAN, IMAGENET_STD
 from s2d_ray.seeding import derive_seed
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from s2d_ray.data.clips import ClipDataset
@@ -92,7 +95,17 @@ class ClipShards:
             return RowIndex.from_table(pq.read_table(path, filesystem=self.fs))
         self.files(split)  # the errors that name the fix
         shards = [s["path"] for s in self.manifest["shards"] if s["split"] == split]
-        return RowIndex.from_table(build_index(self.fs, self.root, shards))
+        index = RowIndex.from_table(build_index(self.fs, self.root, shards))
+        groups = len(index.row_groups())
+        mib = len(index) * int(np.prod(self.clip_shape)) / max(1, groups) / 2**20
+        if mib > 4 * sh.ROW_GROUP_MIB:
+            log.warning(
+                "%s predates the row index: its row groups hold %.0f MiB of clips on average, "
+                "and a reader holds one at a time; prepare it again into a new folder for "
+                "%.0f MiB row groups (python jobs/prepare_data.py --dataset %s --out NEW_DIR)",
+                self.uri, mib, sh.ROW_GROUP_MIB, self.manifest.get("dataset"),
+            )  # fmt: skip
+        return index
 
     def verify(self) -> list[str]:
         """Recompute every shard's checksum; returns the problems found (empty when healthy)."""

@@ -174,3 +174,28 @@ def test_ray_data_reader_yields_the_local_readers_batches(shard_dir, ray_local):
     assert len(streamed) == len(plan)
     for (frames, y), p in zip(streamed, plan, strict=True):
         assert torch.equal(frames, ds.batch(p)[0]) and torch.equal(y, ds.labels[p])
+
+
+def test_two_processes_reading_at_once_share_one_copy_in_the_node_cache(shard_dir, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, sys; from s2d_ray.data.clips import ClipDataset; "
+        "ds = ClipDataset(sys.argv[1], 'train'); frames, _ = ds.batch(range(len(ds))); "
+        "print(hashlib.sha256(frames.numpy().tobytes()).hexdigest())"
+    )
+    env = {**os.environ, "S2D_CACHE_DIR": str(tmp_path / "cache"), "S2D_CACHE_GIB": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, shard_dir], stdout=subprocess.PIPE,
+                         env=env, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    digests = {p.communicate(timeout=300)[0].strip() for p in procs}
+    direct = ClipDataset(shard_dir, "train", cache=None)
+    frames = direct.batch(range(len(direct)))[0]
+    assert digests == {hashlib.sha256(frames.numpy().tobytes()).hexdigest()}
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert len([n for n in cached if n.endswith(".u8")]) == len(direct.index.row_groups())
+    assert [n for n in cached if not n.endswith(".u8")] == [".lock"]  # no temporaries left

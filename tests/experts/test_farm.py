@@ -125,3 +125,38 @@ def test_farm_survives_a_killed_worker_with_exactly_n_valid_experts(
     assert killed, "the test never found a worker to kill mid-run"
     assert len(summary.experts) == 4
     assert_store_exact(out, 4, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_farm_reading_through_ray_data_stores_the_local_readers_experts(
+    tiny_shards, tmp_path, ray_local, monkeypatch
+):
+    """Clips streamed to the farm's worker by Ray Data read tasks (what a farm on shared
+    storage does) give the snapshots, bit for bit, of the worker's own reader in-process; the
+    read tasks ask for no CPU, so they run beside a worker that holds one."""
+    import torch
+
+    from s2d_ray.data import ClipDataset, ClipShards
+    from s2d_ray.experts.training import train_expert, trajectory_settings
+
+    monkeypatch.setenv("S2D_DATA_BACKEND", "ray")
+    config = farm_config(tiny_shards, tmp_path / "ray", num_experts=1, epochs=1)
+    run_farm(config.model_copy(update={"workers": 1}), TrackingConfig.disabled())
+    farmed = TrajectoryStore.open(str(tmp_path / "ray"))
+    shards = ClipShards(tiny_shards)
+    expert = config.expert.for_data(shards)
+    local = TrajectoryStore(
+        str(tmp_path / "local"),
+        settings=trajectory_settings(expert, shards),
+        dataset_fingerprint=shards.fingerprint,
+    )
+    readers = [ClipDataset(shards, split, backend="local") for split in ("train", "test")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the worker's (cpus_per_worker): the same float sums
+    try:
+        train_expert(0, expert, *readers, local)
+    finally:
+        torch.set_num_threads(threads)
+    for epoch in range(2):
+        assert torch.equal(farmed.load_snapshot(0, epoch), local.load_snapshot(0, epoch))
