@@ -40,6 +40,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/layouts.py
 	$(PY) bench/quality.py
 	$(PY) bench/search.py
+	$(PY) bench/segments.py
+	$(PY) bench/streaming.py
 	$(PY) bench/train_loops.py
 	$(PY) bench/gpu_loops.py
 

@@ -122,18 +122,17 @@ def _alive(tmp: Path) -> bool:
     return True
 
 
-def read_rows(path: Path, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
-    """Copy rows ``rows`` of the cached file at ``path`` into ``out[where]``, one ``pread``
-    each, straight into place."""
+def read_into(path: Path, offsets: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+    """Copy ``out[k].nbytes`` bytes at each of ``offsets`` of the cached file at ``path`` into
+    ``out[where]``, one ``pread`` each, straight into place (a clip, or one of its frames)."""
     nbytes = out[0].nbytes if len(out) else 0
     fd = os.open(path, os.O_RDONLY)
     try:
-        for r, k in zip(rows.tolist(), where.tolist(), strict=True):
-            view = memoryview(out[k]).cast("B")
-            if os.preadv(fd, [view], r * nbytes) != nbytes:
+        for offset, k in zip(offsets.tolist(), where.tolist(), strict=True):
+            if os.preadv(fd, [memoryview(out[k]).cast("B")], offset) != nbytes:
                 raise OSError(
-                    f"{path} is shorter than its row {r}: a torn node-cache file (no s2d-ray "
-                    "writer leaves one); delete it and it is rebuilt from the shards"
+                    f"{path} ends before byte {offset + nbytes}: a torn node-cache file (no "
+                    "s2d-ray writer leaves one); delete it and it is rebuilt from the shards"
                 )
     finally:
         os.close(fd)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from s2d_ray import files
-from s2d_ray.data.cache import NodeCache, default_cache, read_rows
+from s2d_ray.data.cache import NodeCache, default_cache, read_into
 from s2d_ray.data.stream import ClipShards
 from s2d_ray.seeding import derive_seed
 
@@ -104,17 +104,34 @@ class ClipDataset:
         ``pin_memory``: into page-locked memory, so that a ``non_blocking`` copy to a GPU
         returns at once and the next batch is gathered while the GPU trains on this one."""
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
-        out = torch.empty((len(pos), *self.clip_shape), dtype=torch.uint8, pin_memory=pin_memory)
-        rows = out.numpy()
+        return self._gather(pos, None, pin_memory), self.labels[torch.from_numpy(pos)]
+
+    def frames(
+        self, positions: Sequence[int] | np.ndarray, frames: Sequence[int] | np.ndarray
+    ) -> torch.Tensor:
+        """Frame ``frames[k]`` of the clip at ``positions[k]``: uint8 (B, H, W, 3), reading
+        only those frames' bytes where the node cache holds their row group (static learning
+        keeps one frame of a clip)."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        return self._gather(pos, np.asarray(frames, dtype=np.int64).reshape(-1), False)
+
+    def _gather(self, pos: np.ndarray, frame: np.ndarray | None, pin_memory: bool) -> torch.Tensor:
+        shape = self.clip_shape if frame is None else self.clip_shape[1:]
+        out = torch.empty((len(pos), *shape), dtype=torch.uint8, pin_memory=pin_memory)
+        dest = out.numpy()
+        item_bytes = int(np.prod(shape))
         shard, group, row = self.index.shard[pos], self.index.row_group[pos], self.index.row[pos]
         for s, g in sorted(set(zip(shard.tolist(), group.tolist(), strict=True))):
             here = np.flatnonzero((shard == s) & (group == g))
             source = self._source(s, g)
             if isinstance(source, np.ndarray):
-                rows[here] = source[row[here]]
+                dest[here] = source[row[here]] if frame is None else source[row[here], frame[here]]
             else:
-                read_rows(source, row[here], rows, here)
-        return out, self.labels[torch.from_numpy(pos)]
+                offsets = row[here] * int(np.prod(self.clip_shape))
+                if frame is not None:
+                    offsets = offsets + frame[here] * item_bytes
+                read_into(source, offsets, dest, here)
+        return out
 
     def batches(
         self,

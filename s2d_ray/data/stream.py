@@ -145,8 +145,15 @@ class FrameView(Dataset):
         return int(rows[draw % len(rows)]), (draw // len(rows)) % self.clips.clip_shape[0]
 
     def __getitem__(self, v: int) -> tuple[torch.Tensor, int]:
-        row, t = self.source(v)
-        return torch.from_numpy(self.clips.clip_array(row)[t].copy()), int(self.labels[v])
+        frames, labels = self.batch([v])
+        return frames[0], int(labels[0])
+
+    def batch(self, items: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``items`` as uint8 (B, H, W, 3) frames and their labels, only those frames
+        read."""
+        sources = [self.source(int(v)) for v in items]
+        rows, frames = zip(*sources, strict=True) if sources else ((), ())
+        return self.clips.frames(rows, frames), self.labels[torch.as_tensor(items).long()]
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,8 @@ def _frame_network(train, shards, seed, epochs, device) -> torch.nn.Module:
         frames.set_epoch(epoch)
         perm = torch.randperm(len(frames), generator=order)
         for start in range(0, len(perm), 64):
-            batch = [frames[int(i)] for i in perm[start : start + 64]]
-            x = transform(torch.stack([b[0] for b in batch]), device=device)
-            y = torch.tensor([b[1] for b in batch], device=device)
+            images, labels = frames.batch(perm[start : start + 64])
+            x, y = transform(images, device=device), labels.to(device)
             train_step(net, optimizer, x, y)
     return net.eval()
 

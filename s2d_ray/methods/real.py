@@ -61,6 +61,18 @@ class RealData:
 
     def class_clips(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """uint8 clips of ``n`` distinct videos of class ``label``, one random clip each."""
+        return self.train.batch(self.class_rows(label, n, generator))[0]
+
+    def class_frames(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """A random frame of each of ``class_clips``'s clips, normalised, on the device: only
+        those frames are read."""
+        rows = self.class_rows(label, n, generator)
+        frames = torch.randint(self.clip_shape[0], (n,), generator=generator)
+        return self.to_float(self.train.frames(rows, frames))
+
+    def class_rows(self, label: int, n: int, generator: torch.Generator) -> list[int]:
+        """The positions of ``class_clips``: distinct videos (with replacement only when the
+        class has fewer than ``n``), a random stored clip of each."""
         videos = self.video_rows(label)
         if not videos:
             raise ValueError(f"class {self.shards.classes[label]!r} has no training videos")
@@ -69,10 +81,9 @@ class RealData:
         else:
             pick = torch.randint(len(videos), (n,), generator=generator)
         draws = torch.randint(1 << 30, (n,), generator=generator).tolist()
-        rows = [
+        return [
             int(videos[v][d % len(videos[v])]) for v, d in zip(pick.tolist(), draws, strict=True)
         ]
-        return self.train.batch(rows)[0]
 
     def class_batch(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` real clips of class ``label`` (``class_clips``), normalised, on the device."""

@@ -57,9 +57,7 @@ def dc_loops(spc: int) -> tuple[int, int]:
 
 def real_frames(context: DistillContext, label: int, n: int, generator) -> torch.Tensor:
     """``n`` normalised frames of class ``label``: a random frame of each of n random clips."""
-    clips = context.real.class_batch(label, n, generator)  # (n, T, 3, H, W)
-    t = torch.randint(clips.shape[1], (n,), generator=generator).to(clips.device)
-    return clips[torch.arange(n, device=clips.device), t]
+    return context.real.class_frames(label, n, generator)
 
 
 def frame_network(context: DistillContext, iteration: int) -> torch.nn.Module:

@@ -199,3 +199,28 @@ def test_two_processes_reading_at_once_share_one_copy_in_the_node_cache(shard_di
     cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert len([n for n in cached if n.endswith(".u8")]) == len(direct.index.row_groups())
     assert [n for n in cached if not n.endswith(".u8")] == [".lock"]  # no temporaries left
+
+
+def test_frames_are_the_clips_frames_read_alone(shard_dir, tmp_path):
+    picks = np.array([5, 700, 6, 1439])
+    t = np.array([0, 7, 3, 3])
+    everything = ClipDataset(shard_dir, "train", memory="all")
+    expected = everything.batch(picks)[0][torch.arange(4), torch.from_numpy(t)]
+    for reader in (
+        everything,
+        ClipDataset(shard_dir, "train", cache=NodeCache(tmp_path, 2**30)),  # cold, then warm
+        ClipDataset(shard_dir, "train", cache=NodeCache(tmp_path, 2**30)),
+        ClipDataset(shard_dir, "train", cache=None),
+    ):
+        assert torch.equal(reader.frames(picks, t), expected)
+
+
+def test_a_class_frame_is_the_frame_of_a_class_clip(shard_dir):
+    """Static learning's frames: the frames the whole clips held, the same draws."""
+    from s2d_ray.methods import RealData
+
+    real = RealData.open(shard_dir)
+    a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    clips = real.class_batch(2, 6, a)
+    t = torch.randint(clips.shape[1], (6,), generator=a)
+    assert torch.equal(real.class_frames(2, 6, b), clips[torch.arange(6), t])
