@@ -61,6 +61,11 @@ class ClipDataset:
         cache: NodeCache | object | None = _DEFAULT,
         backend: Backend | None = None,
     ) -> None:
+        if memory not in ("stream", "all") or backend not in (None, "local", "ray"):
+            raise ValueError(
+                f"memory={memory!r}, backend={backend!r}: memory is stream or all, backend "
+                "local or ray"
+            )
         self.shards = shards if isinstance(shards, ClipShards) else ClipShards(shards)
         self.split = split
         self.clip_shape: tuple[int, int, int, int] = self.shards.clip_shape
@@ -124,13 +129,16 @@ class ClipDataset:
         for s, g in sorted(set(zip(shard.tolist(), group.tolist(), strict=True))):
             here = np.flatnonzero((shard == s) & (group == g))
             source = self._source(s, g)
-            if isinstance(source, np.ndarray):
-                dest[here] = source[row[here]] if frame is None else source[row[here], frame[here]]
-            else:
+            if not isinstance(source, np.ndarray):
                 offsets = row[here] * int(np.prod(self.clip_shape))
                 if frame is not None:
                     offsets = offsets + frame[here] * item_bytes
-                read_into(source, offsets, dest, here)
+                try:
+                    read_into(source, offsets, dest, here)
+                    continue
+                except FileNotFoundError:  # evicted by another process since: decode it
+                    source = self._decode(s, g)
+            dest[here] = source[row[here]] if frame is None else source[row[here], frame[here]]
         return out
 
     def batches(

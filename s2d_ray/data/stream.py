@@ -190,7 +190,10 @@ class ClipTransform:
             x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
         else:
             x.div_(255.0)
-        return standardize(x) if self.standardize else x
+        if self.standardize:  # in place (x is this call's own): one float copy fewer
+            mean, std = x.mean(), x.std().clamp_min(1e-6)
+            x.sub_(mean).div_(std)
+        return x
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
@@ -245,8 +248,13 @@ def ray_batches(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the plan's order is the batches' order
     context.enable_progress_bars = False
+    # At most ``prefetch`` + 1 reads at once: the window that bounds memory, and no more
+    # worker processes (each imports torch) than the window needs.
     ds = ray.data.from_items([{"batch": k} for k in range(len(plan))]).map_batches(
-        fetch, batch_size=1, num_cpus=float(os.environ.get(READ_CPUS_ENV, 0))
+        fetch,
+        batch_size=1,
+        num_cpus=float(os.environ.get(READ_CPUS_ENV, 0)),
+        concurrency=max(1, prefetch) + 1,
     )
     for batch in ds.iter_batches(
         batch_size=len(plan[0]), batch_format="numpy", prefetch_batches=prefetch

@@ -19,6 +19,7 @@ from s2d_ray.data.stream import (
     ClipShards,
     ClipTransform,
     FrameView,
+    standardize,
 )
 
 
@@ -151,6 +152,7 @@ def test_per_batch_standardisation_is_one_scalar_over_the_batch():
     clips = torch.randint(0, 255, (3, 4, 8, 8, 3), dtype=torch.uint8)
     x = ClipTransform(standardize=True)(clips)
     assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-5
+    assert torch.equal(x, standardize(ClipTransform(standardize=False)(clips)))  # in place
     per_channel = x.movedim(2, 0).reshape(3, -1).mean(1)
     assert not torch.allclose(per_channel, torch.zeros(3), atol=1e-3)  # not per channel
 
@@ -224,3 +226,11 @@ def test_a_class_frame_is_the_frame_of_a_class_clip(shard_dir):
     clips = real.class_batch(2, 6, a)
     t = torch.randint(clips.shape[1], (6,), generator=a)
     assert torch.equal(real.class_frames(2, 6, b), clips[torch.arange(6), t])
+
+
+def test_a_row_group_evicted_between_lookup_and_read_is_decoded_again(shard_dir, tmp_path):
+    cache = NodeCache(tmp_path, 2**30)
+    ds = ClipDataset(shard_dir, "test", cache=cache)
+    expected = ds.batch(range(0, 300, 7))[0]
+    cache.get = lambda key, build: tmp_path / "evicted.u8"  # another process deleted it
+    assert torch.equal(ds.batch(range(0, 300, 7))[0], expected)
