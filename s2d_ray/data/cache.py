@@ -124,15 +124,29 @@ def _alive(tmp: Path) -> bool:
 
 def read_into(path: Path, offsets: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
     """Copy ``out[k].nbytes`` bytes at each of ``offsets`` of the cached file at ``path`` into
-    ``out[where]``, one ``pread`` each, straight into place (a clip, or one of its frames)."""
+    ``out[where]``, straight into place (a clip, or one of its frames): one ``pread`` per run
+    of items that lie end to end in both the file and ``out`` (a pass in stored order reads
+    a row group's worth at once)."""
     nbytes = out[0].nbytes if len(out) else 0
+    flat = out.reshape(len(out), -1)
     fd = os.open(path, os.O_RDONLY)
     try:
-        for offset, k in zip(offsets.tolist(), where.tolist(), strict=True):
-            if os.preadv(fd, [memoryview(out[k]).cast("B")], offset) != nbytes:
+        k, n = 0, len(offsets)
+        while k < n:
+            end = k + 1
+            while (
+                end < n
+                and offsets[end] == offsets[end - 1] + nbytes
+                and where[end] == where[end - 1] + 1
+            ):
+                end += 1
+            view = memoryview(flat[where[k] : where[k] + end - k]).cast("B")
+            if os.preadv(fd, [view], int(offsets[k])) != nbytes * (end - k):
                 raise OSError(
-                    f"{path} ends before byte {offset + nbytes}: a torn node-cache file (no "
-                    "s2d-ray writer leaves one); delete it and it is rebuilt from the shards"
+                    f"{path} ends before byte {int(offsets[end - 1]) + nbytes}: a torn "
+                    "node-cache file (no s2d-ray writer leaves one); delete it and it is "
+                    "rebuilt from the shards"
                 )
+            k = end
     finally:
         os.close(fd)

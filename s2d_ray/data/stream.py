@@ -245,6 +245,7 @@ def ray_batches(
         frames, labels = reader.batch(positions)
         return {"frames": frames.numpy(), "label": labels.numpy()}
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not two INFO lines an epoch
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the plan's order is the batches' order
     context.enable_progress_bars = False
@@ -254,7 +255,7 @@ def ray_batches(
         fetch,
         batch_size=1,
         num_cpus=float(os.environ.get(READ_CPUS_ENV, 0)),
-        concurrency=max(1, prefetch) + 1,
+        compute=ray.data.TaskPoolStrategy(size=max(1, prefetch) + 1),
     )
     for batch in ds.iter_batches(
         batch_size=len(plan[0]), batch_format="numpy", prefetch_batches=prefetch
