@@ -110,6 +110,7 @@ def worker(data: str, workload: str, reader: str) -> dict:
     from s2d_ray.evaluation.protocol import test_networks
     from s2d_ray.experts.training import ExpertConfig, train_epoch
     from s2d_ray.methods import RealData
+    from s2d_ray.models import resolve_device
     from s2d_ray.seeding import torch_generator
 
     if reader == "ray":
@@ -126,7 +127,7 @@ def worker(data: str, workload: str, reader: str) -> dict:
             return self.head(x.mean(dim=(1, 3, 4)))
 
     probe = Probe()
-    device = torch.device("cpu")
+    device = resolve_device("cpu")  # as every job does: large tensors from the heap
     base = PeakAnon.now()
     monitor = PeakAnon()
     started = time.perf_counter()

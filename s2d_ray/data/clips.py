@@ -120,9 +120,19 @@ class ClipDataset:
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
         return self._gather(pos, np.asarray(frames, dtype=np.int64).reshape(-1), False)
 
-    def _gather(self, pos: np.ndarray, frame: np.ndarray | None, pin_memory: bool) -> torch.Tensor:
+    @staticmethod
+    def _empty(n: int, shape: tuple[int, ...], pin_memory: bool) -> torch.Tensor:
+        return torch.empty((n, *shape), dtype=torch.uint8, pin_memory=pin_memory)
+
+    def _gather(
+        self,
+        pos: np.ndarray,
+        frame: np.ndarray | None,
+        pin_memory: bool,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         shape = self.clip_shape if frame is None else self.clip_shape[1:]
-        out = torch.empty((len(pos), *shape), dtype=torch.uint8, pin_memory=pin_memory)
+        out = self._empty(len(pos), shape, pin_memory) if out is None else out
         dest = out.numpy()
         item_bytes = int(np.prod(shape))
         shard, group, row = self.index.shard[pos], self.index.row_group[pos], self.index.row[pos]
@@ -165,11 +175,17 @@ class ClipDataset:
         with ThreadPoolExecutor(1, thread_name_prefix="s2d-prefetch") as pool:
             window = []
             for p in plan:
-                window.append(pool.submit(self.batch, p, pin_memory=pin_memory))
+                # The batch's memory is taken here, in the consumer's thread: buffers
+                # allocated by one thread and freed by another fragment glibc's heaps.
+                pos = np.asarray(p, dtype=np.int64).reshape(-1)
+                out = self._empty(len(pos), self.clip_shape, pin_memory)
+                gather = pool.submit(self._gather, pos, None, pin_memory, out)
+                window.append((gather, self.labels[torch.from_numpy(pos)]))
                 if len(window) > prefetch:
-                    yield window.pop(0).result()
-            for future in window:
-                yield future.result()
+                    gather, labels = window.pop(0)
+                    yield gather.result(), labels
+            for gather, labels in window:
+                yield gather.result(), labels
 
     def clip_array(self, i: int) -> np.ndarray:
         """Clip ``i`` as a (T, H, W, 3) uint8 array."""
