@@ -105,13 +105,13 @@ def _job(name: str):
 def test_a_streamed_test_pass_scores_every_clip_once(embedded_small, monkeypatch):
     test = ClipDataset(embedded_small, "test")
     fetched = []
-    real_batch = ClipDataset.batch
+    real_gather = ClipDataset._gather  # every read of clips goes through it
 
-    def batch(self, positions, **kwargs):
-        fetched.extend(torch.as_tensor(positions).tolist())
-        return real_batch(self, positions, **kwargs)
+    def gather(self, positions, *args):
+        fetched.extend(positions.tolist())
+        return real_gather(self, positions, *args)
 
-    monkeypatch.setattr(ClipDataset, "batch", batch)
+    monkeypatch.setattr(ClipDataset, "_gather", gather)
     from s2d_ray.evaluation import protocol
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
