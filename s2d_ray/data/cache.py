@@ -34,6 +34,7 @@ CACHE_GIB_ENV = "S2D_CACHE_GIB"
 DEFAULT_GIB = 32.0
 _TMP = ".tmp-"
 _STALE_SECONDS = 3600.0
+_RECENT_SECONDS = 30.0
 
 
 def default_cache() -> NodeCache | None:
@@ -51,6 +52,7 @@ class NodeCache:
         self.root = Path(root)
         self.limit_bytes = int(limit_bytes)
         self._trimmed = False  # a limit lowered since the last run applies from the first use
+        self._seen: dict[str, float] = {}  # key -> when last found: a stat and a utime less
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.u8"
@@ -62,9 +64,13 @@ class NodeCache:
             self.evict()
             self._trimmed = True
         path = self.path(key)
+        now = time.monotonic()
+        if now - self._seen.get(key, -_RECENT_SECONDS) < _RECENT_SECONDS:
+            return path  # found a moment ago (if evicted since, the reader decodes it again)
         if path.exists():
             with contextlib.suppress(OSError):  # recency for the LRU order
                 os.utime(path)
+            self._seen[key] = now
             return path
         array = build()
         if array.nbytes > self.limit_bytes:
