@@ -180,14 +180,14 @@ def test_stacked_repeats_train_each_network_as_a_separate_one(data, monkeypatch)
 def test_full_data_trains_on_one_jittered_clip_per_video(real, data, monkeypatch):
     test = data[0]
     seen: list[list[int]] = []
-    batch = type(real.train).batch
+    gather = type(real.train)._gather  # every read of clips goes through it
 
-    def record(self, indices, **kw):
+    def record(self, positions, *args):
         if self is real.train:
-            seen.append([int(i) for i in indices])
-        return batch(self, indices, **kw)
+            seen.append(positions.tolist())
+        return gather(self, positions, *args)
 
-    monkeypatch.setattr(type(real.train), "batch", record)
+    monkeypatch.setattr(type(real.train), "_gather", record)
     result = evaluate_real(real.train, test, EvalConfig(epochs=2, repeats=1, batch_size=16))
     assert result.train_items == real.train.num_videos == 40
     video_of = {int(r): v for v, rows in enumerate(real.train.video_rows) for r in rows}
