@@ -5,8 +5,8 @@ costs a row group's download and decompression. The cache keeps each row group i
 one raw uint8 file, so a clip is then one ``pread`` of its own bytes from the page cache
 (random access for DM's per-class draws, repeated epochs), whatever the shards' storage.
 
-- Bounded: after each write, the least recently used files go until the cache holds at most
-  ``limit_bytes`` (a write larger than the limit is served but not kept).
+- Bounded: once its writes take the cache past ``limit_bytes``, the least recently used
+  files go until it fits (a row group larger than the limit is served but not kept).
 - Shared: files are named by the dataset's fingerprint and the row group, so every process
   of the node (two trials, a farm's workers) reads one copy.
 - Safe: a file is written under a private temporary name and renamed into place, so readers
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import time
 import uuid
@@ -35,6 +36,7 @@ DEFAULT_GIB = 32.0
 _TMP = ".tmp-"
 _STALE_SECONDS = 3600.0
 _RECENT_SECONDS = 30.0
+_RESCAN_WRITES = 256
 
 
 def default_cache() -> NodeCache | None:
@@ -53,6 +55,10 @@ class NodeCache:
         self.limit_bytes = int(limit_bytes)
         self._trimmed = False  # a limit lowered since the last run applies from the first use
         self._seen: dict[str, float] = {}  # key -> when last found: a stat and a utime less
+        # What the last scan found plus what this process wrote since: a scan (a stat per
+        # file) runs when that passes the limit, or every _RESCAN_WRITES writes for what
+        # other processes wrote, not after every write.
+        self._estimate, self._writes = 0, 0
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.u8"
@@ -65,7 +71,7 @@ class NodeCache:
             self._trimmed = True
         path = self.path(key)
         now = time.monotonic()
-        if now - self._seen.get(key, -_RECENT_SECONDS) < _RECENT_SECONDS:
+        if now - self._seen.get(key, -math.inf) < _RECENT_SECONDS:
             return path  # found a moment ago (if evicted since, the reader decodes it again)
         if path.exists():
             with contextlib.suppress(OSError):  # recency for the LRU order
@@ -84,7 +90,10 @@ class NodeCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        self.evict()
+        self._estimate += array.nbytes
+        self._writes += 1
+        if self._estimate > self.limit_bytes or self._writes % _RESCAN_WRITES == 0:
+            self.evict()
         return path
 
     def evict(self) -> None:
@@ -111,6 +120,7 @@ class NodeCache:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 total -= size
+            self._estimate = total
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*.u8") if p.is_file())
