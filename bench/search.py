@@ -70,6 +70,7 @@ from s2d_ray.evaluation import with_own_settings
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
 from s2d_ray.search.inputs import ensure_inputs
+from s2d_ray.search.spaces import SPACES_DIR
 from s2d_ray.search.trial import SearchInputs, final_protocol
 from s2d_ray.search.tuner import SearchConfig, experiment_name, load_config_space, run_experiment
 from s2d_ray.synthetic import load_set
@@ -77,7 +78,7 @@ from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import TrackingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "tune_spaces" / "quickstart" / "embedded_ipc1_s2d-mtt.yaml"
+QUICKSTART = SPACES_DIR / "quickstart" / "embedded_ipc1_s2d-mtt.yaml"
 # the quickstart space's problem as the README's figures measured it (before --both-set, --set)
 PROBLEM = ["budget.iterations=20", "fixed.max_start_epoch=2"]
 

@@ -39,7 +39,7 @@ from calibration import print_calibration
 from distill_step import fake_experts, prepare
 from distill_step import run_worker as distill_worker
 
-from s2d_ray.cli import micro_batch_arg
+from s2d_ray.commands.common import micro_batch_arg
 from s2d_ray.experts.training import ExpertConfig
 
 REFERENCE = {  # s per clip-epoch (train + eval, train only), eval of 240 clips s, peak GiB

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from s2d_ray.evaluation import (
     class_groups,
     evaluate_synthetic,
     random_baseline,
+    table_columns,
     with_own_settings,
 )
 from s2d_ray.methods import (
@@ -48,12 +50,14 @@ from s2d_ray.methods import (
 from s2d_ray.methods.checkpoint import load_checkpoint, save_checkpoint
 from s2d_ray.methods.hyperparameters import paper_iterations
 from s2d_ray.models import resolve_device
+from s2d_ray.progress import Progress, note, scope
 from s2d_ray.synthetic import SyntheticSet, load_set, save_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import RunHandle, Tracker, TrackingConfig, Usage
 from s2d_ray.tracking.previews import class_gifs, frame_difference_png, grid_png
 
 MIB = 2**20
+LOSS_FLUSH_SECONDS = 5.0
 
 
 class DivergedError(RuntimeError):
@@ -180,8 +184,9 @@ def run_distillation(
     # One MLflow run per output folder: the checkpoint's key alone would let another search's
     # trial at the same point (or a run into another folder) reopen this run.
     run_key = config_fingerprint({"checkpoint": key, "out": config.out})
+    note(plan(config, real, start, method.iterative))
     with Tracker(tracking).start_run(
-        f"{config.method}-ipc{config.ipc}",
+        run_name(config),
         parent_run_id=parent_run_id,
         tags=run_tags,
         resume_key=f"distill/{run_key}",
@@ -197,13 +202,14 @@ def run_distillation(
             source=config.data,
         )
 
-        def publish() -> dict:
-            """Save the set as it is now and log it with its previews: at the end, and
-            before each report to a search, whose scheduler may stop the trial at once."""
+        def publish(step: int) -> dict:
+            """Save the set as it is now and log it with its previews: at the end, and at
+            each periodic evaluation (before a search's report: its scheduler may stop the
+            trial at once)."""
             meta = _provenance(config, method_config, real, static_manifest, run.run_id)
             meta["eval"] = method.eval_overrides()
             manifest = save_set(method.synthetic, config.out, meta, dtype=config.storage_dtype)
-            _log_previews(method.synthetic, real, run, config.eval.normalize)
+            _log_previews(method.synthetic, real, run, config.eval.normalize, step)
             for name in (MANIFEST, TENSORS):  # the set, not its checkpoint
                 run.log_artifact(files.join(config.out, name), "distilled")
             return manifest
@@ -211,7 +217,7 @@ def run_distillation(
         losses = []
         if method.iterative:
             losses = _iterate(config, method, key, start, run, usage, on_evaluation, publish)
-        manifest = publish()
+        manifest = publish(config.iterations if method.iterative else 0)
         summary = DistillSummary(
             config.out,
             config.method,
@@ -231,6 +237,33 @@ def run_distillation(
     return summary
 
 
+def run_name(config: DistillConfig) -> str:
+    """What a run is, as its MLflow name and its progress label: ``static-dm spc1``."""
+    if config.stage == "static":
+        return f"static-{config.method} spc{config.ipc}"
+    return f"{config.method} ipc{config.ipc}"
+
+
+def plan(config: DistillConfig, real: RealData, start: int, iterative: bool) -> str:
+    """What the run will do, said before it starts (the first progress line gives its pace)."""
+    t, _, h, w = real.clip_shape
+    what = f"{run_name(config)} on {real.shards.manifest['dataset']}"
+    what += f" ({real.num_classes} classes, clips {t}x{h}x{w})"
+    if iterative:
+        what += f": {config.iterations} iterations"
+        if start:
+            what += f", resuming after {start}"
+        if config.eval_every:
+            what += f", a val evaluation every {config.eval_every}"
+    if config.final_eval:
+        e = config.eval
+        what += (
+            f"; then judged: {e.repeats} networks x {e.epochs} epochs on the set and on "
+            f"random real clips of its size (--eval-epochs/--eval-repeats; --no-eval skips)"
+        )
+    return what
+
+
 def _iterate(
     config: DistillConfig,
     method: DistillMethod,
@@ -239,15 +272,19 @@ def _iterate(
     run: RunHandle,
     usage: Usage,
     on_evaluation: OnEvaluation | None = None,
-    publish: Callable[[], dict] | None = None,
+    publish: Callable[[int], dict] | None = None,
 ) -> list[float]:
     """The optimisation loop: step, guard, checkpoint, evaluate now and then (the last
     iteration too when no final evaluation follows: a search ranks trials by it), and
     ``publish`` the set before ``on_evaluation`` sees a result mid-run."""
     losses, pending = [], []
+    flushed = time.monotonic()
+    bar = Progress(config.iterations, run_name(config), unit="it", start=start)
     for iteration in range(start, config.iterations):
         metrics = method.step(iteration)
+        bar.update(loss=metrics["loss"])
         if not math.isfinite(metrics["loss"]) or not _finite(method):
+            bar.close()
             run.log_metric_steps(pending)
             kept = (
                 "no checkpoint yet"
@@ -266,12 +303,15 @@ def _iterate(
                 method.synthetic.storage_bytes(config.storage_dtype) / MIB,
             )
         losses.append(metrics["loss"])
-        pending.append((iteration + 1, metrics))
+        pending.append((iteration + 1, metrics, time.time()))
         done = iteration + 1
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        checkpoint = done % config.checkpoint_every == 0 or done == config.iterations
+        if checkpoint:
             save_checkpoint(config.out, method, iteration, key)
+        # the loss reaches MLflow as it goes: one batched request every few seconds
+        if checkpoint or time.monotonic() - flushed >= LOSS_FLUSH_SECONDS:
             run.log_metric_steps(pending)
-            pending = []
+            pending, flushed = [], time.monotonic()
         periodic = config.eval_every and done % config.eval_every == 0
         last = done == config.iterations and config.eval_every and not config.final_eval
         if (periodic and done < config.iterations) or last:
@@ -289,15 +329,12 @@ def _iterate(
             }
             # A search's scheduler may stop the run at the report: log what it used first.
             run.log_metrics(evaluation | usage.metrics(), step=done)
+            if publish is not None and done < config.iterations:  # the end publishes
+                publish(done)
             if on_evaluation is not None:
-                if publish is not None and done < config.iterations:  # the end publishes
-                    publish()
                 on_evaluation(done, {**metrics, **evaluation})
-            print(
-                f"[{config.method}] iteration {done}: loss {metrics['loss']:.4g}, "
-                f"val top-1 {100 * result.mean:.1f}%",
-                flush=True,
-            )
+            bar.show(val_top1=f"{100 * result.mean:.1f}%")
+    bar.close()
     return losses
 
 
@@ -338,8 +375,10 @@ def judged_rows(
     test, also = report_splits(real)
     groups = class_groups(real.shards, seed=config.seed, device=real.device)
     own_config = with_own_settings(config, own)
-    result = evaluate_synthetic(synthetic, test, own_config, device=real.device, also=also)
-    baseline = random_baseline(real, test, ipc, config, also)
+    with scope(f"judging {name}"):
+        result = evaluate_synthetic(synthetic, test, own_config, device=real.device, also=also)
+    with scope(f"judging random real ipc {ipc}"):
+        baseline = random_baseline(real, test, ipc, config, also)
     t, c, h, w = real.clip_shape
     videos_bytes = 4 * real.num_classes * ipc * t * c * h * w  # as float32 videos
     return [
@@ -366,6 +405,7 @@ def log_rows(rows: list[ResultRow], run: RunHandle, out: str | None = None) -> N
                 },
             }
         )
+    run.log_table(table_columns(rows), "results/table.json")
     if out is not None:
         fs, root = files.filesystem(out)
         files.write_json(
@@ -397,7 +437,7 @@ def _static_memory(
     if not config.static:
         raise ValueError(
             f"{config.method} needs a static memory: pass --static DIR, made by "
-            "`python jobs/distill_static.py --data SHARDS --out DIR --spc K`"
+            "`s2d static --data SHARDS --out DIR --spc K`"
         )
     static, manifest = load_set(config.static)
     if manifest["kind"] != "images":
@@ -430,13 +470,19 @@ def _provenance(config, method_config, real: RealData, static_manifest: dict, ru
     }
 
 
-def _log_previews(synthetic: SyntheticSet, real: RealData, run: RunHandle, normalize) -> None:
+def _log_previews(
+    synthetic: SyntheticSet, real: RealData, run: RunHandle, normalize, step: int
+) -> None:
+    """The set as pictures: artefacts of its latest state, and the grid as an image per
+    step, so the UI shows how it changed."""
     if not run.active:
         return
     items, labels = as_videos(synthetic, real.clip_shape[0])
+    names = real.shards.classes
     with tempfile.TemporaryDirectory(prefix="s2d-previews-") as tmp:
         folder = Path(tmp)
-        grid_png(items, labels, folder / "grid.png", normalize)
-        frame_difference_png(items, labels, folder / "frame-differences.png", normalize)
-        class_gifs(items, labels, folder / "gifs", real.shards.classes, normalize)
+        grid_png(items, labels, folder / "grid.png", normalize, names)
+        frame_difference_png(items, labels, folder / "frame-differences.png", normalize, names)
+        class_gifs(items, labels, folder / "gifs", names, normalize)
         run.log_artifact(folder, "previews")
+        run.log_image(folder / "grid.png", "synthetic-grid", step)

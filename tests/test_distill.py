@@ -230,7 +230,7 @@ def test_bad_inputs_fail_before_any_work(embedded_small, static, tmp_path):
         )
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         run_distillation(config(embedded_small, tmp_path / "e", method="nope"), OFF)
-    with pytest.raises(ValueError, match="needs a static memory.*distill_static"):
+    with pytest.raises(ValueError, match="needs a static memory.*s2d static"):
         run_distillation(config(embedded_small, tmp_path / "f", method="s2d-dm"), OFF)
     assert not any((tmp_path / name).exists() for name in "abcdef")
 

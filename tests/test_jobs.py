@@ -1,26 +1,25 @@
-"""The job entry points: smoke runs end to end, and bad input exits 2 with a clear message."""
+"""The `s2d` subcommands: smoke runs end to end, and bad input exits 2 with a clear message."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from experts_in_process import train_experts
 
+from s2d_ray.cli import build_parser, main
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_job(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def s2d(command: str, args: list[str]) -> int:
+    return main([command, *args])
 
 
 def test_prepare_data_smoke_test_runs_in_process(tmp_path, capsys):
-    job = load_job("prepare_data")
     out = tmp_path / "data"
-    assert job.main(["--dataset", "embedded", "--out", str(out), "--local", "--smoke-test"]) == 0
+    assert (
+        s2d("prepare", ["--dataset", "embedded", "--out", str(out), "--local", "--smoke-test"]) == 0
+    )
     manifest = json.loads((out / "dataset.json").read_text())
     assert (
         manifest["counts"]["train"]["clips"] == 160 and manifest["counts"]["test"]["clips"] == 120
@@ -45,29 +44,36 @@ def test_prepare_data_bad_input_exits_2_naming_the_fix(
     tmp_path, capsys, monkeypatch, args, message
 ):
     monkeypatch.chdir(tmp_path)
-    assert load_job("prepare_data").main(args) == 2
+    assert s2d("prepare", args) == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("flag", "flip"), [([], None), (["--flip"], True), (["--no-flip"], False)])
 def test_train_experts_flip_flag_overrides_the_dataset_default(flag, flip):
-    args = load_job("train_experts").parse_args(
-        ["--data", "d", "--out", "o", "--smoke-test", *flag]
+    args = build_parser().parse_args(
+        ["experts", "--data", "d", "--out", "o", "--smoke-test", *flag]
     )
     assert args.flip is flip and args.precision == "tf32"
 
 
 def test_train_experts_rejects_a_folder_without_shards(tmp_path, capsys):
-    job = load_job("train_experts")
-    code = job.main(
-        ["--data", str(tmp_path), "--out", str(tmp_path / "e"), "--num-experts", "1", "--no-mlflow"]
+    code = s2d(
+        "experts",
+        [
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "e"),
+            "--num-experts",
+            "1",
+            "--no-mlflow",
+        ],
     )
-    assert code == 2 and "prepare_data.py" in capsys.readouterr().err
+    assert code == 2 and "s2d prepare" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_train_experts_smoke_test_end_to_end(tiny_shards, tmp_path, capsys, ray_local):
-    job = load_job("train_experts")
     db = tmp_path / "mlflow.db"
     args = [
         "--data",
@@ -78,7 +84,7 @@ def test_train_experts_smoke_test_end_to_end(tiny_shards, tmp_path, capsys, ray_
         "--mlflow-uri",
         f"sqlite:///{db}",
     ]
-    assert job.main(args) == 0
+    assert s2d("experts", args) == 0
     printed = capsys.readouterr().out
     assert "2 complete experts (2 trained now" in printed and db.exists()
 
@@ -117,8 +123,8 @@ def distill_all(data: str, out, capsys, methods=None, variants=True) -> dict[str
     printed = {}
     static = str(out / "static")
     assert (
-        load_job("distill_static").main(
-            ["--data", data, "--out", static, "--spc", "1", "--smoke-test", "--no-mlflow"]
+        s2d(
+            "static", ["--data", data, "--out", static, "--spc", "1", "--smoke-test", "--no-mlflow"]
         )
         == 0
     )
@@ -129,7 +135,7 @@ def distill_all(data: str, out, capsys, methods=None, variants=True) -> dict[str
             args += ["--static", static, "--spc", "1"]
         if method.endswith("mtt"):
             args += ["--experts", experts]
-        assert load_job("distill").main(args) == 0, method
+        assert s2d("distill", args) == 0, method
         printed[method] = capsys.readouterr().out
     for name, extra in VARIANTS.items() if variants else ():
         method = name.split(":")[0]
@@ -138,7 +144,7 @@ def distill_all(data: str, out, capsys, methods=None, variants=True) -> dict[str
             args += ["--static", static]
         if method.endswith("mtt"):
             args += ["--experts", experts]
-        assert load_job("distill").main(args) == 0, name
+        assert s2d("distill", args) == 0, name
         printed[name] = capsys.readouterr().out
     return printed
 
@@ -161,7 +167,8 @@ def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp
     printed = distill_all(embedded_small, tmp_path, capsys)
     assert "| dm ipc 1 " in printed["dm"] and "| random real ipc 1 " in printed["dm"]
     assert "| s2d-dm ipc 1 " in printed["s2d-dm"] and "| s2d-mtt ipc 1 " in printed["s2d-mtt"]
-    code = load_job("evaluate").main(
+    code = s2d(
+        "evaluate",
         [
             str(tmp_path / "s2d-dm"),
             str(tmp_path / "dm"),
@@ -170,7 +177,7 @@ def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp
             "--smoke-test",
             "--json",
             str(tmp_path / "r.json"),
-        ]
+        ],
     )
     assert code == 0
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
@@ -180,12 +187,12 @@ def test_every_method_runs_from_the_jobs_on_the_embedded_set(embedded_small, tmp
         "--data",
         embedded_small,
         "--smoke-test",
-        "--arch",
+        "--network",
         "convnet_gru",
         "--no-baseline",
         str(tmp_path / "s2d-dm"),
     ]
-    assert load_job("evaluate").main(cross) == 0
+    assert s2d("evaluate", cross) == 0
     assert "evaluation: convnet_gru" in capsys.readouterr().out
 
 
@@ -202,22 +209,21 @@ def test_each_kind_of_method_runs_from_the_jobs_on_the_real_arid_clips(
 
 
 def test_distill_bad_input_exits_2_with_one_clear_line(embedded_small, tmp_path, capsys):
-    job = load_job("distill")
     base = ["--data", embedded_small, "--out", str(tmp_path / "o"), "--no-mlflow"]
     cases = [
         (["--method", "s2d-dm", "--ipc", "1"], "needs a static memory"),
         (["--method", "dm", "--ipc", "0"], "ipc"),
-        (["--method", "dm", "--ipc", "1", "--lr-img", "-3"], "lr_img"),
+        (["--method", "dm", "--ipc", "1", "--lr-img", "-3"], "--lr-img"),
         (["--method", "dm", "--ipc", "99"], "fewer than the 99 per class"),
         (["--method", "dm", "--ipc", "1", "--syn-frames", "1", "--segments", "2"], "segments"),
         (["--method", "dm", "--ipc", "1", "--syn-frames", "9"], "--syn-frames must be in"),
-        (["--method", "herding", "--ipc", "1", "--syn-frames", "2"], "syn_frames"),
+        (["--method", "herding", "--ipc", "1", "--syn-frames", "2"], "--syn-frames: not a setting"),
     ]
     for args, message in cases:
-        assert job.main(args + base) == 2
+        assert s2d("distill", args + base) == 2
         assert message in capsys.readouterr().err
     no_data = ["--method", "dm", "--ipc", "1", "--data", str(tmp_path), "--out", "x"]
-    assert job.main(no_data) == 2 and "prepare_data.py" in capsys.readouterr().err
-    bad_set = ["--data", embedded_small, str(tmp_path)]
-    assert load_job("evaluate").main(bad_set) == 2
+    assert s2d("distill", no_data) == 2 and "s2d prepare" in capsys.readouterr().err
+    bad_set = ["--data", embedded_small, str(tmp_path), "--no-mlflow"]
+    assert s2d("evaluate", bad_set) == 2
     assert "is not a distilled set" in capsys.readouterr().err

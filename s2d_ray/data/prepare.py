@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ from s2d_ray.data.validation import (
     ValidationPlan,
     carve_validation,
 )
+from s2d_ray.progress import Progress
 from s2d_ray.seeding import numpy_rng
 
 
@@ -399,14 +399,5 @@ def _skipped_csv(problems: list[Problem]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="video",
-        desc="preparing",
-        disable=not enabled or total == 0,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+def _progress(total: int, enabled: bool) -> Progress:
+    return Progress(total, "preparing", unit="video", enabled=enabled)

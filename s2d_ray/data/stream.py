@@ -37,9 +37,10 @@ class ClipShards:
         self.fs, self.root = files.filesystem(uri)
         manifest_path = files.join(self.root, sh.MANIFEST)
         if not files.exists(self.fs, manifest_path):
+            what = "holds no clip shards" if files.exists(self.fs, self.root) else "does not exist"
             raise FileNotFoundError(
-                f"{uri} holds no {sh.MANIFEST}: it is not a shard directory "
-                "(make one with `python jobs/prepare_data.py --out DIR`)"
+                f"--data {uri} {what} (no {sh.MANIFEST}): pass the folder that "
+                "`s2d prepare --out DIR` wrote, or make one with it"
             )
         self.manifest = files.read_json(self.fs, manifest_path)
         self.classes: list[str] = self.manifest["classes"]
@@ -73,7 +74,7 @@ class ClipShards:
                 f"{self.uri} was prepared before shards carried a validation split, which "
                 "every choice (periodic evaluation, the search, the best set) now reads "
                 "instead of test: prepare the dataset again into a new folder "
-                f"(`python jobs/prepare_data.py --dataset {self.manifest['dataset']} "
+                f"(`s2d prepare --dataset {self.manifest['dataset']} "
                 "--out NEW_DIR ...`, with the options used before)"
             )
         if not paths:
@@ -102,7 +103,7 @@ class ClipShards:
             log.warning(
                 "%s predates the row index: its row groups hold %.0f MiB of clips on average, "
                 "and a reader holds one at a time; prepare it again into a new folder for "
-                "%.0f MiB row groups (python jobs/prepare_data.py --dataset %s --out NEW_DIR)",
+                "%.0f MiB row groups (s2d prepare --dataset %s --out NEW_DIR)",
                 self.uri, mib, sh.ROW_GROUP_MIB, self.manifest.get("dataset"),
             )  # fmt: skip
         return index

@@ -19,6 +19,7 @@ from s2d_ray.evaluation.report import (
     format_table,
     full_data_baseline,
     random_baseline,
+    table_columns,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "full_data_baseline",
     "random_baseline",
     "supervised_loss",
+    "table_columns",
     "train_network",
     "with_own_settings",
 ]

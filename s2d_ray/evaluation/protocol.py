@@ -43,6 +43,7 @@ from s2d_ray.data.stream import ClipTransform, standardize
 from s2d_ray.evaluation.items import EpochDraw, Pairs, epoch_draw
 from s2d_ray.models import Precision, create
 from s2d_ray.models.step import MicroBatch, predict, train_step
+from s2d_ray.progress import Progress
 from s2d_ray.seeding import derive_seed, torch_generator
 from s2d_ray.synthetic.base import SyntheticSet, supervised_loss
 
@@ -239,13 +240,23 @@ def evaluate_draw(
         ).to(device)
         for r in range(config.repeats)
     ]
-    if resolve_repeat_mode(config, device) == "vmap" and config.repeats > 1:
-        models = train_stacked(models, draw, config, device)
-    else:
-        batches = draw_batches(draw, config)
-        for r, model in enumerate(models):
-            train_network(model, batches, config, derive_seed(config.seed, "eval", r), device)
+    with evaluation_progress(config) as bar:
+        if resolve_repeat_mode(config, device) == "vmap" and config.repeats > 1:
+            models = train_stacked(models, draw, config, device, bar)
+        else:
+            batches = draw_batches(draw, config)
+            for r, model in enumerate(models):
+                seed = derive_seed(config.seed, "eval", r)
+                train_network(model, batches, config, seed, device, bar)
     return score(models, test, config, device, also, count)
+
+
+def evaluation_progress(config: EvalConfig) -> Progress:
+    return Progress(
+        config.epochs * config.repeats,
+        f"evaluation, {config.repeats} x {config.arch}",
+        unit="epoch",
+    )
 
 
 def score(
@@ -367,6 +378,7 @@ def train_network(
     config: EvalConfig,
     seed: int,
     device: torch.device,
+    progress: Progress | None = None,
 ) -> float:
     """The protocol's training loop for one network; returns the last epoch's mean loss."""
     model.train()
@@ -391,6 +403,8 @@ def train_network(
                     micro_batch=config.micro_batch,
                 )
                 loss_sum, seen = loss_sum + float(loss) * len(y), seen + len(y)
+            if progress is not None:
+                progress.update(train_loss=loss_sum / max(seen, 1))
     return loss_sum / max(seen, 1)
 
 
@@ -412,6 +426,7 @@ def evaluate_real(
     device = torch.device(device)
     t, h, w, c = train.clip_shape
     models = []
+    bar = evaluation_progress(config)
     for r in range(config.repeats):
         model = create(
             config.arch,
@@ -420,13 +435,18 @@ def evaluate_real(
             seed=derive_seed(config.seed, "eval-init", r),
         ).to(device)
         batches = real_batches(train, config, device, flip)
-        train_network(model, batches, config, derive_seed(config.seed, "eval", r), device)
+        train_network(model, batches, config, derive_seed(config.seed, "eval", r), device, bar)
         models.append(model)
+    bar.close()
     return score(models, test, config, device, also, train.num_videos)
 
 
 def train_stacked(
-    models: list[nn.Module], draw: EpochDraw, config: EvalConfig, device: torch.device
+    models: list[nn.Module],
+    draw: EpochDraw,
+    config: EvalConfig,
+    device: torch.device,
+    progress: Progress | None = None,
 ) -> list[nn.Module]:
     """All repeats as one stacked model under vmap; each keeps its own order and dropout.
 
@@ -480,6 +500,8 @@ def train_stacked(
                     micro_batch=config.micro_batch,
                     batch_dim=1,  # (R, B, ...): parts split the batch, never the repeats
                 )
+            if progress is not None:
+                progress.update(repeats)
     with torch.no_grad():
         for r, model in enumerate(models):
             for name, p in model.named_parameters():

@@ -122,6 +122,27 @@ def header(split: str, also: Sequence[str] = ()) -> list[str]:
     ]
 
 
+def table_columns(rows: list[ResultRow]) -> dict[str, list]:
+    """The table as columns of numbers (percent, MiB), for MLflow's ``log_table``: the UI
+    shows it as a table, ``mlflow.load_table`` reads it back."""
+    split = rows[0].result.split if rows else "test"
+    also = sorted({s for row in rows for s in row.result.also})
+    columns: dict[str, list] = {"set": [row.name for row in rows]}
+    columns[f"{split}_top1_mean"] = [100 * row.result.mean for row in rows]
+    columns[f"{split}_top1_std"] = [100 * row.result.std for row in rows]
+    columns[f"{split}_top5_mean"] = [100 * row.result.top5_mean for row in rows]
+    for other in also:
+        columns[f"{other}_top1_mean"] = [100 * row.result.also_mean(other) for row in rows]
+    for group in ("static", "dynamic"):
+        columns[f"{split}_{group}_mean"] = [
+            100 * row.result.group_accuracy(row.groups[group])[0] if row.groups else None
+            for row in rows
+        ]
+    columns["networks"] = [len(row.result.top1) for row in rows]
+    columns["mib"] = [row.mib for row in rows]
+    return columns
+
+
 def format_table(rows: list[ResultRow]) -> str:
     """A Markdown table, one row per result; a column for each extra split any row has."""
     split = rows[0].result.split if rows else "test"

@@ -34,6 +34,7 @@ from s2d_ray.experts.training import (
 )
 from s2d_ray.files import join
 from s2d_ray.models import resolve_device
+from s2d_ray.progress import Progress
 from s2d_ray.tracking import Tracker, TrackingConfig, shared_store
 
 
@@ -273,17 +274,18 @@ class _Progress:
             self._thread.join()
 
     def _run(self) -> None:
-        from tqdm import tqdm
-
         total = self.config.num_experts * self.config.expert.num_epochs
-        with tqdm(total=total, unit="epoch", desc="experts", dynamic_ncols=True) as bar:
-            while True:
-                stopping = self._stop.is_set()  # one last read after the farm ends
-                experts = self.store.experts(complete_only=False)
-                done = sum(min(e.epochs_completed, self.config.expert.num_epochs) for e in experts)
-                complete = sum(e.complete for e in experts)
-                bar.set_postfix_str(f"{complete}/{self.config.num_experts} experts complete")
-                bar.update(done - bar.n)
-                if stopping:
-                    return
-                self._stop.wait(2.0)
+        bar = None
+        while True:
+            stopping = self._stop.is_set()  # one last read after the farm ends
+            experts = self.store.experts(complete_only=False)
+            done = sum(min(e.epochs_completed, self.config.expert.num_epochs) for e in experts)
+            complete = f"{sum(e.complete for e in experts)}/{self.config.num_experts}"
+            if bar is None:  # counted from what an earlier run left
+                bar = Progress(total, "experts", unit="epoch", start=done)
+            if done > bar.done:
+                bar.update(done - bar.done, complete=complete)
+            if stopping:
+                bar.close()
+                return
+            self._stop.wait(2.0)

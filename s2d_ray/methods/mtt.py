@@ -99,7 +99,7 @@ def open_experts(config: MTTConfig, context: DistillContext) -> TrajectoryStore:
     if not config.experts:
         raise ValueError(
             "trajectory matching needs expert trajectories: pass --experts STORE, made by "
-            "`python jobs/train_experts.py --data SHARDS --out STORE --num-experts N`"
+            "`s2d experts --data SHARDS --out STORE --num-experts N`"
         )
     real = context.real
     return check_experts(

@@ -7,6 +7,7 @@ has fewer), one random stored clip of each, as the reference's preloaded batches
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,8 @@ from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.registry import DATASETS
 from s2d_ray.data.stream import ClipShards, ClipTransform
 from s2d_ray.seeding import numpy_rng
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,7 +70,7 @@ class RealData:
         """A random frame of each of ``class_clips``'s clips, normalised, on the device: only
         those frames are read."""
         rows = self.class_rows(label, n, generator)
-        frames = torch.randint(self.clip_shape[0], (n,), generator=generator)
+        frames = torch.randint(self.clip_shape[0], (len(rows),), generator=generator)
         return self.to_float(self.train.frames(rows, frames))
 
     def class_rows(self, label: int, n: int, generator: torch.Generator) -> list[int]:
@@ -76,6 +79,11 @@ class RealData:
         videos = self.video_rows(label)
         if not videos:
             raise ValueError(f"class {self.shards.classes[label]!r} has no training videos")
+        clips = sum(len(v) for v in videos)
+        if n >= clips:  # more than the class has: each of its clips once, not duplicates
+            _warn_capped(self.shards.classes[label], n, clips)
+            every = [int(r) for v in videos for r in v]
+            return [every[i] for i in torch.randperm(clips, generator=generator).tolist()]
         if n <= len(videos):
             pick = torch.randperm(len(videos), generator=generator)[:n]
         else:
@@ -114,3 +122,20 @@ class RealData:
             labels += [c] * per_class
         frames, _ = self.train.batch(rows)
         return self.to_float(frames), torch.tensor(labels, device=self.device)
+
+
+_CAPPED_WARNED: set[int] = set()
+
+
+def _warn_capped(name: str, n: int, clips: int) -> None:
+    """Once per process and batch size: a batch larger than a class would repeat clips."""
+    if n in _CAPPED_WARNED:
+        return
+    _CAPPED_WARNED.add(n)
+    log.warning(
+        "batch_real %d exceeds the %d distinct training clips of class %r (and maybe of "
+        "others): such classes give each of their clips once per batch instead",
+        n,
+        clips,
+        name,
+    )

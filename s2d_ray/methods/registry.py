@@ -76,8 +76,8 @@ class DistillMethod:
         return [p for group in self.optimizers for g in group.param_groups for p in g["params"]]
 
 
-METHODS: dict[str, type[DistillMethod]] = {}  # video sets: jobs/distill.py --method
-STATIC_METHODS: dict[str, type[DistillMethod]] = {}  # S2D stage 1: jobs/distill_static.py
+METHODS: dict[str, type[DistillMethod]] = {}  # video sets: s2d distill --method
+STATIC_METHODS: dict[str, type[DistillMethod]] = {}  # S2D stage 1: s2d static
 
 
 def register_method(

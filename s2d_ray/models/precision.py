@@ -59,7 +59,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     device here, so CPU work also gets its large tensors from the heap (``allocator``)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(
+                f"--device {name}: this machine has no CUDA device (torch {torch.__version__}, "
+                f"{build}); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: only {count} CUDA devices (cuda:0..{count - 1})")
     if device.type == "cpu":
         keep_large_allocations_in_heap()
     return device

@@ -1,5 +1,5 @@
 """The search's inputs, reused when present and built when not, in the order data flows:
-prepared shards (the embedded dataset only; others need ``jobs/prepare_data.py`` first) → the
+prepared shards (the embedded dataset only; others need ``s2d prepare`` first) → the
 expert store (Ray Train farm) → one static memory per spc the space can ask for.
 
 They live on the search's shared storage (``--storage``: a bucket or a mount every node
@@ -35,7 +35,7 @@ def ensure_inputs(
     if not _holds(data, SHARDS_MANIFEST):
         if not config.build or space.dataset != "embedded":
             raise FileNotFoundError(
-                f"no clip shards at {data}: prepare them first with `python jobs/prepare_data.py "
+                f"no clip shards at {data}: prepare them first with `s2d prepare "
                 f"--dataset {space.dataset} --out {data} ...` and pass --data"
             )
         _prepare_embedded(data, config.smoke)
@@ -104,7 +104,7 @@ def _ensure_experts(config, space, data, out, tracking) -> None:
     if not config.build:
         raise FileNotFoundError(
             f"{out} holds {complete} complete experts, the search needs {count}; train them "
-            f"with `python jobs/train_experts.py --data {data} --out {out} --num-experts "
+            f"with `s2d experts --data {data} --out {out} --num-experts "
             f"{count}` or drop --no-build"
         )
     expert = ExpertConfig(max_start_epoch=max_start, expert_epochs=expert_epochs)
@@ -151,7 +151,7 @@ def _ensure_static(config, space, data, spc, tracking) -> str:
         return out
     if not config.build:
         raise FileNotFoundError(
-            f"no static memory at {out}: make it with `python jobs/distill_static.py --data "
+            f"no static memory at {out}: make it with `s2d static --data "
             f"{data} --out {out} --spc {spc}` or drop --no-build"
         )
     print(f"search: distilling the static memory (spc {spc}) into {out}", flush=True)

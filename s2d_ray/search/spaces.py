@@ -1,7 +1,8 @@
-"""Search spaces: one YAML per dataset, IPC and method, named
-``tune_spaces/<dataset>_ipc<k>_<method>.yaml``, validated before any trial starts.
+"""Search spaces: one YAML per dataset, IPC and method, shipped in the package as
+``s2d_ray/tune_spaces/<dataset>_ipc<k>_<method>.yaml`` (``s2d spaces ls`` lists them, ``s2d
+spaces cp`` copies one to edit), validated before any trial starts.
 
-    space = load_space("tune_spaces/embedded_ipc1_s2d-mtt.yaml", ["budget.trials=12"])
+    space = load_space(find_space("embedded_ipc1_s2d-mtt"), ["budget.trials=12"])
 
 A file names what Optuna searches (``space``: log-uniform learning rates, integer or choice
 step counts, optionally ``spc:dpc``, the stills and dynamic maps per synthetic video as in
@@ -13,6 +14,7 @@ and the key.
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -24,6 +26,7 @@ from s2d_ray.config import StrictConfig
 
 # What a space may search besides the method's own config fields: the memory's shape.
 MEMORY_KEYS = {"spc:dpc"}
+SPACES_DIR = Path(__file__).resolve().parents[1] / "tune_spaces"
 
 
 class _Frozen(BaseModel):
@@ -250,17 +253,98 @@ def memory_shape(text: str) -> tuple[int, int]:
     return ratio
 
 
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "budget": Budget,
+    "searcher": Searcher,
+    "scheduler": Scheduler,
+    "objective": Objective,
+    "resources": Resources,
+}
+
+
 class SpaceError(ValueError):
     """A search-space file that does not load or validate; the message names file and key."""
 
 
+def shipped_spaces() -> dict[str, Path]:
+    """Every space the package ships, by name (``quickstart/embedded_ipc1_s2d-mtt``)."""
+    return {
+        str(path.relative_to(SPACES_DIR).with_suffix("")): path
+        for path in sorted(SPACES_DIR.rglob("*.yaml"))
+    }
+
+
+def find_space(name: str | Path) -> Path:
+    """A shipped space's name, or a YAML file's path."""
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise SpaceError(f"{path}: no such search-space file")
+        return path
+    spaces = shipped_spaces()
+    if str(name) in spaces:
+        return spaces[str(name)]
+    close = difflib.get_close_matches(str(name), spaces, n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise SpaceError(f"no search space named {name!r}: {hint}`s2d spaces ls` lists them")
+
+
+# A dataset without a shipped space borrows one: a small one (fewer training videos than
+# this) the embedded set's, sized for minutes per trial; a larger one the shipped space of
+# the paper's dataset with its clip format.
+SMALL_DATASET_VIDEOS = 1000
+TEMPLATE_BY_FRAMES = {16: "miniucf", 8: "kinetics400"}
+
+
+def space_name(dataset: str, ipc: int, method: str) -> str:
+    return f"{dataset}_ipc{ipc}_{method}"
+
+
+def space_for_data(
+    ipc: int, method: str, manifest: dict, out_dir: str | Path
+) -> tuple[Path, str | None]:
+    """The shipped space for the shards' dataset, or one derived for it (written into
+    ``out_dir``, to read and edit); the second item says where a derived one comes from."""
+    dataset = manifest["dataset"]
+    shipped = shipped_spaces()
+    own = space_name(dataset, ipc, method)
+    if own in shipped:
+        return shipped[own], None
+    videos = manifest["counts"]["train"]["videos"]
+    frames = manifest["clip_shape"][0]
+    template = (
+        "embedded" if videos < SMALL_DATASET_VIDEOS else TEMPLATE_BY_FRAMES.get(frames, "miniucf")
+    )
+    source = shipped.get(space_name(template, ipc, method))
+    if source is None:
+        raise SpaceError(
+            f"no search space ships for {method} at ipc {ipc}: write one (`s2d spaces cp "
+            f"{space_name(template, 1, method)} my.yaml`, then edit it) and pass --space"
+        )
+    data = yaml.safe_load(source.read_text())
+    data["dataset"] = dataset
+    why = (
+        f"{videos} training videos, fewer than {SMALL_DATASET_VIDEOS}: small budgets"
+        if template == "embedded"
+        else f"{frames}-frame clips like {template}'s"
+    )
+    out = Path(out_dir) / f"{own}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Derived for {dataset} from {source.name} ({why}) by `s2d tune`.\n"
+        "# Edit it and pass it back with --space.\n"
+    )
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    return out, f"{source.stem} ({why})"
+
+
 def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
     """Read, override (``section.key=value``, values parsed as YAML) and validate a space."""
-    path = Path(path)
+    path = find_space(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise SpaceError(f"{path}: no such search-space file (see tune_spaces/)") from None
+        raise SpaceError(f"{path}: no such search-space file (`s2d spaces ls`)") from None
     except yaml.YAMLError as exc:
         raise SpaceError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -278,10 +362,26 @@ def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSp
         raise SpaceError(f"{path}: {problems}") from None
 
 
+def settable_keys(space_data: dict) -> list[str]:
+    """Every key ``--set`` may name: the sections' fields and the keys the file has."""
+    keys = {f"{name}.{field}" for name, model in _SECTIONS.items() for field in model.model_fields}
+    keys |= {k for k in SearchSpace.model_fields if k not in _SECTIONS and k != "space"}
+    for section in ("space", "fixed"):
+        keys |= {f"{section}.{k}" for k in space_data.get(section) or {}}
+    return sorted(keys)
+
+
 def _override(data: dict, item: str, path: Path) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise SpaceError(f"--set {item!r}: expected section.key=value")
+        raise SpaceError(f"--set {item!r}: expected section.key=value, e.g. budget.trials=24")
+    known = settable_keys(data)
+    # a new key is welcome only where a section holds free keys: fixed method settings
+    under = key in known or any(key.startswith(k + ".") for k in known)
+    if not under and not key.startswith("fixed."):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SpaceError(f"--set {key}: no such key ({hint}keys: {', '.join(known)})")
     *parents, leaf = key.split(".")
     node = data
     for part in parents:

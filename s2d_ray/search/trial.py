@@ -10,6 +10,7 @@ driver exports the best set from there, whichever node ran it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     import ray
     from ray import tune
 
+    os.environ["S2D_PROGRESS"] = "0"  # Tune reports trials; their bars would interleave
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(inputs, point, trial_id)
     restore_distillation(Path(config.out), tune.get_checkpoint())

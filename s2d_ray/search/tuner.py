@@ -2,7 +2,7 @@
 the paper's point first, ASHA on the periodic evaluation), then re-judge and export the best.
 
     summary = run_search(SearchConfig(space="tune_spaces/embedded_ipc1_s2d-mtt.yaml",
-                                      workdir="work/search"))
+                                      workdir="work"))
 
 Inputs are reused when present and built when not (``search/inputs.py``); the best trial is
 judged and exported by ``search/results.py``. Re-running the same command restores an
@@ -41,7 +41,7 @@ from s2d_ray.tracking import (
     probe_http_store,
     shared_store,
 )
-from s2d_ray.tracking.config import is_http_uri
+from s2d_ray.tracking.config import experiment_for, is_http_uri
 
 # --smoke-test: two short trials on a tiny embedded set, every stage exercised
 SMOKE_OVERRIDES = [
@@ -58,7 +58,7 @@ class SearchConfig(StrictConfig):
     space: str = Field(description="search-space YAML (tune_spaces/)")
     overrides: list[str] = Field(default_factory=list, description="--set section.key=value")
     workdir: str = Field(
-        default="work/search", description="this node's files: trial scratch, best set, MLflow"
+        default="work", description="this node's files: trial scratch, best set, MLflow"
     )
     storage: str | None = Field(
         default=None,
@@ -112,6 +112,7 @@ class SearchSummary:
     seconds: float = 0.0
     pareto: list = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: inputs, trials, judging
+    experiment: str = ""  # the MLflow experiment the search's runs are in
 
 
 def load_config_space(config: SearchConfig) -> SearchSpace:
@@ -282,7 +283,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
 
     started = time.perf_counter()
     space = load_config_space(config)
-    tracking = tracking.with_experiment(f"s2d/{space.dataset}")  # one experiment per dataset
+    tracking = tracking.with_experiment(experiment_for(space.dataset, config.smoke))
     name = experiment_name(space)
     work = Path(config.workdir)
     if tracking.enabled and not is_http_uri(tracking.uri) and config.on_cluster:
@@ -350,6 +351,7 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 summary.pareto = pareto_front(results)
             summary.seconds = time.perf_counter() - started
             summary.phases = phases
+            summary.experiment = tracking.experiment
             parent.log_metrics(
                 {"seconds": summary.seconds, "trials": len(results)}
                 | {f"seconds_{phase}": s for phase, s in phases.items()}

@@ -70,8 +70,8 @@ def read_manifest(path: str | Path) -> dict:
     manifest_path = files.join(root, MANIFEST)
     if not files.exists(fs, manifest_path):
         raise NotADistilledSetError(
-            f"{path} is not a distilled set (no {MANIFEST}); make one with jobs/distill.py or "
-            "jobs/distill_static.py"
+            f"{path} is not a distilled set (no {MANIFEST}); make one with `s2d distill` or "
+            "`s2d static`"
         )
     manifest = files.read_json(fs, manifest_path)
     if manifest.get("format") != FORMAT or manifest.get("kind") not in KINDS:

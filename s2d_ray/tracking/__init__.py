@@ -21,6 +21,7 @@ from s2d_ray.tracking.tracker import (
     TrackingWarning,
     probe_http_store,
 )
+from s2d_ray.tracking.ui import run_url, ui_command, ui_hint
 from s2d_ray.tracking.usage import Usage
 
 __all__ = [
@@ -35,7 +36,10 @@ __all__ = [
     "default_artifact_root",
     "probe_http_store",
     "resolve_tracking_uri",
+    "run_url",
     "shared_store",
     "start_local_server",
     "stop_local_server",
+    "ui_command",
+    "ui_hint",
 ]

@@ -76,6 +76,11 @@ def default_artifact_root(uri: str, workdir: str | Path) -> str | None:
     return (Path(workdir).expanduser().resolve() / ARTIFACTS_DIR_NAME).as_uri()
 
 
+def experiment_for(dataset: str, smoke: bool = False) -> str:
+    """One MLflow experiment per dataset; smoke runs apart, so they never mix with real ones."""
+    return f"s2d/{dataset}/smoke" if smoke else f"s2d/{dataset}"
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     """What a process needs to log to the project's MLflow store; small and picklable for Ray.

@@ -31,14 +31,50 @@ def first_per_class(videos: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return videos[picks], classes
 
 
-def grid_png(videos: torch.Tensor, labels: torch.Tensor, path: str | Path, normalize="imagenet"):
-    """One row per class (its first video), the frames side by side."""
-    rows, _ = first_per_class(videos, labels)
+def grid_png(
+    videos: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    normalize="imagenet",
+    names: list[str] | None = None,
+):
+    """One row per class (its first video) named at its left, the frames side by side
+    numbered on top."""
+    rows, classes = first_per_class(videos, labels)
     frames = to_uint8(rows, normalize)  # (C, T, H, W, 3)
     c, t, h, w, _ = frames.shape
     grid = frames.transpose(0, 2, 1, 3, 4).reshape(c * h, t * w, 3)
-    Image.fromarray(grid).save(path)
+    rows_named = [_class_name(k, names) for k in classes]
+    labelled = _labelled(Image.fromarray(grid), rows_named, [f"t={i}" for i in range(t)], h, w)
+    labelled.save(path)
     return Path(path)
+
+
+def _class_name(c: int, names: list[str] | None, limit: int = 18) -> str:
+    name = names[c] if names and c < len(names) else f"class {c}"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _labelled(
+    grid: Image.Image, row_names: list[str], col_names: list[str], cell_h: int, cell_w: int
+) -> Image.Image:
+    """The grid with its rows named on the left and its columns on top (black on white)."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(grid)
+    text_w = max((measure.textbbox((0, 0), n, font=font)[2] for n in row_names), default=0)
+    text_h = max(measure.textbbox((0, 0), n, font=font)[3] for n in [*row_names, *col_names])
+    left, top = text_w + 8, text_h + 6
+    out = Image.new(grid.mode, (grid.width + left, grid.height + top), "white")
+    out.paste(grid, (left, top))
+    draw = ImageDraw.Draw(out)
+    for i, name in enumerate(row_names):
+        y = top + i * cell_h + (cell_h - text_h) // 2
+        draw.text((4, y), name, fill="black", font=font)
+    for j, name in enumerate(col_names):
+        draw.text((left + j * cell_w + 2, 3), name, fill="black", font=font)
+    return out
 
 
 def class_gifs(
@@ -79,14 +115,38 @@ def class_gifs(
 
 
 def frame_difference_png(
-    videos: torch.Tensor, labels: torch.Tensor, path: str | Path, normalize="imagenet"
+    videos: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    normalize="imagenet",
+    names: list[str] | None = None,
 ):
-    """|frame t+1 − frame t| averaged over channels, one row per class, contrast-stretched:
-    where the synthetic videos move."""
-    rows, _ = first_per_class(videos, labels)
+    """|frame t+1 − frame t| averaged over channels, one row per class, contrast-stretched
+    (the scale bar says what white is, in 0-255 pixel levels): where the synthetic videos
+    move."""
+    rows, classes = first_per_class(videos, labels)
     frames = to_uint8(rows, normalize).astype(np.float32)
     diff = np.abs(np.diff(frames, axis=1)).mean(-1)  # (C, T-1, H, W)
-    diff = (255 * diff / max(float(diff.max()), 1e-6)).astype(np.uint8)
+    peak = float(diff.max())
+    diff = (255 * diff / max(peak, 1e-6)).astype(np.uint8)
     c, t, h, w = diff.shape
-    Image.fromarray(diff.transpose(0, 2, 1, 3).reshape(c * h, t * w)).save(path)
+    grid = Image.fromarray(diff.transpose(0, 2, 1, 3).reshape(c * h, t * w)).convert("RGB")
+    columns = [f"{i}-{i + 1}" for i in range(t)]
+    labelled = _labelled(grid, [_class_name(k, names) for k in classes], columns, h, w)
+    _scale_bar(labelled, peak).save(path)
     return Path(path)
+
+
+def _scale_bar(image: Image.Image, peak: float, height: int = 10) -> Image.Image:
+    """A black-to-white ramp under the image, its ends named: 0 and the largest difference."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    text = f"black 0 .. white {peak:.1f} (mean |difference| of 255 levels)"
+    text_h = ImageDraw.Draw(image).textbbox((0, 0), text, font=font)[3]
+    out = Image.new("RGB", (image.width, image.height + height + text_h + 8), "white")
+    out.paste(image, (0, 0))
+    ramp = np.linspace(0, 255, image.width, dtype=np.float32).astype(np.uint8)
+    out.paste(Image.fromarray(np.tile(ramp, (height, 1))).convert("RGB"), (0, image.height + 2))
+    ImageDraw.Draw(out).text((2, image.height + height + 4), text, fill="black", font=font)
+    return out

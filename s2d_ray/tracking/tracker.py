@@ -18,6 +18,7 @@ Design choices (why):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -43,6 +44,9 @@ T = TypeVar("T")
 
 RESUME_KEY_TAG = "s2d.key"
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, "No data");
+# this value opens the runs table, charts and artefacts of model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 HEALTH_TIMEOUT_S = 2.0
 # Retries after the first attempt. MLflow already sets a 20 s sqlite busy timeout per session;
 # our retries cover the immediate SQLITE_BUSY that SQLite returns on lock-upgrade deadlocks
@@ -275,7 +279,9 @@ class Tracker:
         exp = client.get_experiment_by_name(name)
         if exp is None:
             try:
-                return client.create_experiment(name, artifact_location=self.config.artifact_root)
+                return client.create_experiment(
+                    name, artifact_location=self.config.artifact_root, tags=EXPERIMENT_KIND
+                )
             except MlflowException as exc:
                 # Another process won the race: re-read its experiment.
                 exp = client.get_experiment_by_name(name)
@@ -284,7 +290,14 @@ class Tracker:
         if exp.lifecycle_stage == "deleted":
             # A name of a deleted experiment cannot be re-created; bring it back instead.
             client.restore_experiment(exp.experiment_id)
+        for key, value in EXPERIMENT_KIND.items():  # experiments made by older versions
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
+
+    def experiment_of(self, run_id: str) -> str | None:
+        """The experiment a run belongs to (a child follows its parent's)."""
+        return self.call("get run", lambda c: c.get_run(run_id).info.experiment_id)
 
     # -- runs ---------------------------------------------------------------------------------
     def find_run(self, resume_key: str) -> str | None:
@@ -350,7 +363,7 @@ class Tracker:
             tags[RESUME_KEY_TAG] = resume_key
         if parent_run_id:
             tags[PARENT_RUN_TAG] = parent_run_id
-        str_tags = {k: str(v) for k, v in tags.items()}
+        str_tags = {**context_tags(), **{k: str(v) for k, v in tags.items()}}
         exp_id = None if parent_run_id else self.experiment_id()
         if not parent_run_id and exp_id is None:
             return RunHandle(self, None)
@@ -376,6 +389,45 @@ class Tracker:
         if tags:
             handle.set_tags(tags)
         return handle
+
+
+@functools.cache
+def context_tags() -> dict[str, str]:
+    """Who ran it, from what, at which commit: MLflow's own context tags (user, source), and
+    the commit of the s2d-ray checkout in use (the entry point may be an installed script
+    outside any repository, where MLflow finds none)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = dict(resolve_tags({}))
+    tags["s2d.version"] = _version()
+    commit = _package_commit()
+    if commit:
+        tags.setdefault("mlflow.source.git.commit", commit)
+    return tags
+
+
+def _version() -> str:
+    from s2d_ray import __version__
+
+    return __version__
+
+
+def _package_commit() -> str | None:
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 class RunHandle:
@@ -460,20 +512,34 @@ class RunHandle:
                 log.warning("MLflow metric %r=%r is not a number; skipped", key, value)
         self._log_batch("metrics", items, size=1000)
 
-    def log_metric_steps(self, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
-        """Many steps in few requests: per-iteration losses buffered and flushed together."""
+    def log_metric_steps(self, rows: Sequence[tuple[int, Mapping[str, Any], float]]) -> None:
+        """Many steps in few requests: per-iteration losses buffered and flushed together,
+        each with the time it was measured (``time.time()``)."""
         if not self.active or not rows:
             return
         from mlflow.entities import Metric
 
-        ts = int(time.time() * 1000)
         items = [
-            Metric(key, float(value), ts, int(step))
-            for step, metrics in rows
+            Metric(key, float(value), int(when * 1000), int(step))
+            for step, metrics, when in rows
             for key, value in metrics.items()
             if isinstance(value, int | float)
         ]
         self._log_batch("metrics", items, size=1000)
+
+    def log_table(self, data: Mapping[str, Sequence[Any]], artifact_file: str) -> None:
+        """Columns as an MLflow table (the UI's artefact view and ``mlflow.load_table``)."""
+        self._log("log table", lambda c, rid: c.log_table(rid, dict(data), artifact_file))
+
+    def log_image(self, path: str | Path, key: str, step: int) -> None:
+        """An image per step under ``key``: the UI's image grid slides through the steps."""
+        if not self.active:
+            return
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+            self._log("log image", lambda c, rid: c.log_image(rid, image, key=key, step=step))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.active:

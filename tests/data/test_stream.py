@@ -114,8 +114,10 @@ def test_the_node_cache_is_shared_bounded_and_survives_crashes(shard_dir, tmp_pa
 
 
 def test_missing_shard_directory_says_how_to_make_one(tmp_path):
-    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
+    with pytest.raises(FileNotFoundError, match="holds no clip shards.*s2d prepare"):
         ClipShards(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist.*s2d prepare"):
+        ClipShards(str(tmp_path / "typo"))
 
 
 def test_frame_view_is_one_frame_per_video_from_any_of_its_clips(shard_dir):

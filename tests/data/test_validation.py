@@ -106,7 +106,7 @@ def test_shards_without_a_val_split_name_the_re_run(tmp_path):
     manifest = json.loads((out / "dataset.json").read_text())
     del manifest["validation"]  # as prepared before validation splits existed
     (out / "dataset.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="prepare the dataset again.*prepare_data.py"):
+    with pytest.raises(ValueError, match="prepare the dataset again.*s2d prepare"):
         ClipShards(str(out)).files("val")
     empty = tmp_path / "empty"
     prepare(

@@ -35,15 +35,10 @@ def test_static_learning_defaults_to_dc_s_1000_iterations(method):
 
 
 def test_help_shows_the_iteration_defaults(capsys):
-    import importlib.util
-    from pathlib import Path
+    from s2d_ray.cli import build_parser
 
-    path = Path(__file__).parents[2] / "jobs" / "distill.py"
-    spec = importlib.util.spec_from_file_location("distill_job", path)
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     with pytest.raises(SystemExit):
-        job.parse_args(["--help"])
+        build_parser().parse_args(["distill", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "mtt 8000" in text and "s2d-mtt 10000" in text and "dm 5000" in text
     assert "--learn-syn-lr" in text and "--no-learn-syn-lr" in text

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from s2d_ray.cli import micro_batch_arg
+from s2d_ray.commands.common import micro_batch_arg
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.experts.training import ExpertConfig
 from s2d_ray.models import create, step

@@ -142,7 +142,7 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(
     assert not (workdir / "data").exists() and not (workdir / "tune").exists()
 
     client = MlflowClient(mlflow_server)
-    experiment = client.get_experiment_by_name("s2d/embedded")
+    experiment = client.get_experiment_by_name("s2d/embedded/smoke")
     found = client.search_runs([experiment.experiment_id])
     parents = [r for r in found if r.data.tags.get("s2d.role") == "search"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -1,11 +1,10 @@
-"""``jobs/tune_mtt.py --smoke-test`` end to end: inputs built, a Tune + Optuna search with
-ASHA, interrupted with SIGINT and resumed by the same command, one MLflow parent with a
-child per trial, the best set exported and trainable; re-running reports the finished
+"""``s2d tune --smoke-test`` (``jobs/tune_mtt.py``) end to end: inputs built, a Tune + Optuna
+search with ASHA, interrupted with SIGINT and resumed by the same command, one MLflow parent
+with a child per trial, the best set exported and trainable; re-running reports the finished
 search without new runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -20,20 +19,18 @@ import torch
 from mlflow import MlflowClient
 
 import s2d_ray
+from s2d_ray.cli import main
 
 ROOT = Path(__file__).parents[2]
 
 
-def load_job(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tune(args: list[str]) -> int:
+    return main(["tune", *args])
 
 
 def runs(workdir: Path) -> list:
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("s2d/embedded")
+    experiment = client.get_experiment_by_name("s2d/embedded/smoke")  # smoke runs apart
     return client.search_runs([experiment.experiment_id]), client
 
 
@@ -66,19 +63,18 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     and no duplicate MLflow runs; a third run reports the finished search. The shards and
     experts are there already, as a smoke search builds them (the job-submission test
     builds them, through the farm): the search reuses them and distils its static memory."""
-    job = load_job("tune_mtt")
     workdir = tmp_path / "search"
     shutil.copytree(embedded_small, workdir / "smoke" / "data")
     shutil.copytree(embedded_experts, workdir / "smoke" / "experts")
     out = interrupt_after_first_report(workdir)
-    assert "tune: interrupted: search embedded_ipc1_s2d-mtt" in out
+    assert "s2d tune: interrupted: search embedded_ipc1_s2d-mtt" in out
     assert "run the same command again to resume it" in out
     interrupted, _ = runs(workdir)
     assert [r.info.status for r in interrupted if r.data.tags.get("s2d.role") == "search"] == [
         "KILLED"
     ]
 
-    assert job.main(["--smoke-test", "--workdir", str(workdir)], method="s2d-mtt") == 0
+    assert tune(["--smoke-test", "--workdir", str(workdir)]) == 0
     printed = capsys.readouterr().out
     assert "search embedded_ipc1_s2d-mtt-" in printed and ": 2 trials in " in printed
     assert re.search(r"\(inputs \d+ s, trials \d+ s, judging \d+ s;", printed)
@@ -127,7 +123,7 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
     # the same command again, its best judged by two networks: the finished search is
     # reported, not redone (the judging is not part of its identity), and judged again
     args = ["--smoke-test", "--workdir", str(workdir), "--set", "budget.final_repeats=2"]
-    assert job.main(args, method="s2d-mtt") == 0
+    assert tune(args) == 0
     again = capsys.readouterr().out
     assert "is finished; reporting it" in again and "resuming" not in again
     assert "best trial (by val top-1) " + parent.data.tags["s2d.best_trial"] in again
@@ -144,7 +140,6 @@ def test_tune_mtt_smoke_search_interrupted_resumed_and_reported(
 def test_tune_bad_input_is_one_clear_line_before_any_trial(
     tmp_path, capsys, monkeypatch, embedded_small, embedded_experts
 ):
-    job = load_job("tune")
     work = tmp_path / "w"
     base = ["--workdir", str(work), "--no-mlflow"]
     quickstart = str(ROOT / "tune_spaces" / "quickstart" / "embedded_ipc1_s2d-mtt.yaml")
@@ -156,9 +151,9 @@ def test_tune_bad_input_is_one_clear_line_before_any_trial(
     two = ["--num-experts", "2", "--no-build"]
     no_gpu = ["--set", "resources.gpu=0"]  # the real datasets' spaces ask for half a GPU
     cases = [
-        (["--method", "s2d-mtt", "--dataset", "ucf11"], "no such search-space file"),
+        (["--method", "s2d-mtt", "--dataset", "ucf11"], "no search space named 'ucf11_ipc1_"),
         (["--method", "s2d-mtt", "--space", str(typo)], "space: ['lr_dynamc'] are not settings"),
-        (["--method", "s2d-mtt", "--set", "budget.trails=3"], "budget.trails"),
+        (["--method", "s2d-mtt", "--set", "budget.trails=3"], "did you mean budget.trials?"),
         (["--method", "s2d-mtt", "--no-build"], "prepare them first"),
         (["--method", "s2d-dm", "--dataset", "hmdb51", *no_gpu], "no clip shards"),
         (
@@ -171,21 +166,21 @@ def test_tune_bad_input_is_one_clear_line_before_any_trial(
         ),
     ]
     for args, message in cases:
-        assert job.main(args + base) == 2, args
+        assert tune(args + base) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.strip().count("\n") == 0, (args, err)
     assert not work.exists() or not any(work.iterdir())  # nothing built, no trial started
     unreachable = ["--method", "s2d-mtt", "--workdir", str(work)]
-    assert job.main([*unreachable, "--mlflow-uri", "http://127.0.0.1:9"]) == 2
+    assert tune([*unreachable, "--mlflow-uri", "http://127.0.0.1:9"]) == 2
     assert "does not answer" in capsys.readouterr().err
-    assert job.main([*unreachable, "--storage", "s3://bucket/search"]) == 2  # sqlite on a cluster
+    assert tune([*unreachable, "--storage", "s3://bucket/search"]) == 2  # sqlite on a cluster
     assert "trials on other nodes cannot reach the MLflow store" in capsys.readouterr().err
     import ray  # a Ray instance without GPUs, whatever this machine has
 
     monkeypatch.setattr("s2d_ray.search.tuner.init_ray", lambda **kwargs: None)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     for share in (["--set", "resources.gpu=0.5"], ["--farm-gpus-per-worker", "1"]):
-        assert job.main([*unreachable, "--no-mlflow", *share]) == 2
+        assert tune([*unreachable, "--no-mlflow", *share]) == 2
         err = capsys.readouterr().err  # at once, not a silent wait for a GPU
         assert "this Ray instance has 0 GPUs" in err and err.strip().count("\n") == 0
     assert not (work / "data").exists()

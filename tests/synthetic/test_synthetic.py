@@ -134,7 +134,7 @@ def test_save_load_round_trip(tmp_path, dtype):
 
 
 def test_load_refuses_what_is_not_a_distilled_set(tmp_path):
-    with pytest.raises(NotADistilledSetError, match="no manifest.json.*jobs/distill.py"):
+    with pytest.raises(NotADistilledSetError, match="no manifest.json.*s2d distill"):
         s2d_ray.load_distilled(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(NotADistilledSetError, match="not a s2d-ray-distilled manifest"):
