@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-WORKDIR ?= work/quickstart
+WORKDIR ?= work
 
 .PHONY: quickstart test test-fast lint bench mlflow-ui clean
 
@@ -12,13 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-## quickstart: install, then the whole chain on the embedded default dataset (CPU, 7-10 min; more
-## on a CPU with AVX2 only, see the README):
+## quickstart: install, then the whole chain on the embedded default dataset (CPU, minutes):
 ## shards -> experts (Ray Train) -> static memory -> S2D-MTT search (Ray Tune + Optuna, ASHA)
-## -> the best set judged beside random real clips and the full data -> MLflow
+## -> the best set judged beside random real clips and the full data -> MLflow (work/mlflow.db)
 quickstart: $(VENV)/.installed
-	$(PY) jobs/tune_mtt.py --space tune_spaces/quickstart/embedded_ipc1_s2d-mtt.yaml \
-		--workdir $(WORKDIR) --num-experts 2 --static-iterations 15 --full-epochs 10
+	$(VENV)/bin/s2d tune --space quickstart/embedded_ipc1_s2d-mtt --workdir $(WORKDIR) \
+		--num-experts 2 --static-iterations 15
 
 ## test: install with the dev extra, run the whole suite (slow tests included)
 test: $(VENV)/.installed
@@ -42,10 +41,11 @@ bench: $(VENV)/.installed
 	$(PY) bench/search.py
 	$(PY) bench/segments.py
 	$(PY) bench/streaming.py
+	$(PY) bench/tracking.py
 	$(PY) bench/train_loops.py
 	$(PY) bench/gpu_loops.py
 
-## mlflow-ui: browse every run (searches, trials, distillations) on http://127.0.0.1:5000
+## mlflow-ui: browse every run of the workdir (searches, trials, distillations) on http://127.0.0.1:5000
 MLFLOW_DB ?= $(abspath $(WORKDIR))/mlflow.db
 mlflow-ui: $(VENV)/.installed
 	@echo "MLflow UI on http://127.0.0.1:5000/#/experiments (store: $(MLFLOW_DB))"

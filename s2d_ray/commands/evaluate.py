@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from pathlib import Path
 
 from s2d_ray.commands.common import (
     UsageError,
@@ -149,10 +151,11 @@ def log_results(run, rows, set_runs: list[str]) -> None:
         run.set_tags({"s2d.set_runs": ",".join(set_runs)})
     if rows:
         run.log_table(table_columns(rows), "results/table.json")
-    for i, row in enumerate(rows):
+    for row in rows:  # a set by its folder's name: "s2d/test_top1_mean", "random real ipc 1/..."
+        name = re.sub(r"[^\w\-. ]", "_", Path(row.name).name if "/" in row.name else row.name)
         run.log_metrics(
-            {f"row{i}_{row.result.split}_top1_mean": row.result.mean}
-            | {f"row{i}_{s}_top1_mean": row.result.also_mean(s) for s in row.result.also}
+            {f"{name}/{row.result.split}_top1_mean": row.result.mean}
+            | {f"{name}/{s}_top1_mean": row.result.also_mean(s) for s in row.result.also}
         )
 
 

@@ -133,7 +133,7 @@ def build_network(settings: dict, seed: int, device: torch.device) -> nn.Module:
 def used_precision(requested: Precision, device: torch.device) -> Precision:
     """TF32 and bf16 exist for CUDA here only; elsewhere training runs in IEEE fp32."""
     if requested != "fp32" and device.type != "cuda":
-        log.warning("precision %s applies on CUDA only; training in fp32 on %s", requested, device)
+        log.debug("precision %s applies on CUDA only; training in fp32 on %s", requested, device)
         return "fp32"
     return requested
 

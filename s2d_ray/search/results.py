@@ -14,11 +14,26 @@ from s2d_ray.distill import judged_rows, log_rows, report_splits
 from s2d_ray.evaluation import ResultRow, full_data_baseline
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
+from s2d_ray.progress import scope
 from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.search.trial import final_protocol
 from s2d_ray.synthetic import load_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import RunHandle
+
+
+def random_reference(data: str, space: SearchSpace, device: str) -> float:
+    """Random real clips of the trials' size scored as a trial's report is (val split,
+    ``budget.eval_epochs``, ``budget.eval_repeats`` networks): the line a trial's val top-1
+    is read against, known before the first trial ends."""
+    from s2d_ray.data.clips import ClipDataset
+    from s2d_ray.evaluation import EvalConfig, random_baseline
+
+    real = RealData.open(data, resolve_device(device))
+    budget = space.budget
+    protocol = EvalConfig(epochs=budget.eval_epochs, repeats=budget.eval_repeats, seed=space.seed)
+    with scope(f"reference: random real ipc {space.ipc} on val"):
+        return random_baseline(real, ClipDataset(real.shards, "val"), space.ipc, protocol).mean
 
 
 def trial_results(grid) -> list[dict[str, Any]]:
@@ -128,6 +143,7 @@ def judged_table(synthetic, manifest, name, data, ipc, eval_config, full_epochs,
         test, also = report_splits(real)
         full = eval_config.model_copy(update={"epochs": full_epochs, "repeats": 1})
         flip = get_dataset(real.shards.manifest["dataset"]).flip
-        result = full_data_baseline(real, test, full, flip=flip, also=also)
+        with scope(f"judging the full real data ({full_epochs} epochs)"):
+            result = full_data_baseline(real, test, full, flip=flip, also=also)
         rows.append(ResultRow("full real data", result, None, rows[0].groups))
     return rows

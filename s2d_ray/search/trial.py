@@ -10,6 +10,7 @@ driver exports the best set from there, whichever node ran it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
     from ray import tune
 
     os.environ["S2D_PROGRESS"] = "0"  # Tune reports trials; their bars would interleave
+    for name in ("ray.train", "ray.tune"):  # not a line per checkpoint in the driver's log
+        logging.getLogger(name).setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
     config = trial_config(inputs, point, trial_id)
     restore_distillation(Path(config.out), tune.get_checkpoint())

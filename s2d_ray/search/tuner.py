@@ -11,6 +11,7 @@ interrupted experiment (``Tuner.restore``) and reports a finished one.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,15 +21,17 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from s2d_ray import files
-from s2d_ray.cluster import init_ray
+from s2d_ray.cluster import init_ray, run_with_resources
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.methods import METHODS, smoke_settings
 from s2d_ray.search.inputs import ensure_inputs
+from s2d_ray.search.lines import TrialLines
 from s2d_ray.search.results import (
     best_trial,
     export_best,
     judge_best,
     pareto_front,
+    random_reference,
     trial_results,
 )
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace, load_space
@@ -165,7 +168,9 @@ def experiment_name(space: SearchSpace) -> str:
     return f"{space.name}-{config_fingerprint(identity)[:8]}"
 
 
-def run_experiment(inputs: SearchInputs, storage: str, name: str, retries: int = 0):
+def run_experiment(
+    inputs: SearchInputs, storage: str, name: str, retries: int = 0, reference: float = math.nan
+):
     """Tune's results: a finished experiment's as they stand (its errored trials are results
     too, not work to redo), an interrupted one resumed, or a new one run. ``retries``: how
     often a failed trial starts again from its last checkpoint (on a cluster a node can go;
@@ -174,7 +179,7 @@ def run_experiment(inputs: SearchInputs, storage: str, name: str, retries: int =
 
     path = f"{storage.rstrip('/')}/{name}"
     restoring = tune.Tuner.can_restore(path)  # before a new Tuner writes its state there
-    tuner = build_tuner(inputs, storage, name, retries)
+    tuner = build_tuner(inputs, storage, name, retries, reference)
     if restoring:
         try:
             grid = tuner.get_results()
@@ -192,7 +197,9 @@ def _finished(grid, trials: int) -> bool:
     return len(grid) >= trials and grid.num_terminated + grid.num_errors == len(grid)
 
 
-def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0):
+def build_tuner(
+    inputs: SearchInputs, storage: str, name: str, retries: int = 0, reference: float = math.nan
+):
     """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -242,7 +249,8 @@ def build_tuner(inputs: SearchInputs, storage: str, name: str, retries: int = 0)
             storage_path=storage,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=retries),
-            verbose=1,
+            verbose=0,  # TrialLines says what happens, a line per report
+            callbacks=[TrialLines(budget.trials, budget.iterations, reference)],
         ),
     )
 
@@ -267,6 +275,7 @@ def _sampler(space: SearchSpace):
     """Seeded, so that the same space proposes the same points."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
     seed = space.seed if space.searcher.seed is None else space.searcher.seed
     if space.searcher.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -314,9 +323,21 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 space, data, str(work), tracking, experts, statics, parent.run_id, config.device
             )
             init_ray()
+            resources = space.resources
+            reference = run_with_resources(
+                random_reference,
+                data,
+                space,
+                config.device,
+                cpu=resources.cpu,
+                gpu=resources.gpu,
+                remote=config.offload(space),
+            )
+            parent.log_metrics({"random_real_val_top1": reference})
             storage = files.join(config.storage or str(work), "tune")
             trials_started = time.perf_counter()
-            grid = run_experiment(inputs, storage, name, retries=2 if config.on_cluster else 0)
+            retries = 2 if config.on_cluster else 0
+            grid = run_experiment(inputs, storage, name, retries, reference)
             phases["trials"] = time.perf_counter() - trials_started
             _close_stopped_trials(tracker, parent.run_id)
             if not _finished(grid, space.budget.trials):

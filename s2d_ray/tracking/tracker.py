@@ -67,6 +67,10 @@ class TrackingWarning(UserWarning):
 def set_mlflow_env_defaults(uri: str | None = None) -> None:
     """Process-wide defaults that keep MLflow quiet and fast to fail; user values win."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its table-creation notes
+    # nor its "View run at <url>" per run: a trial's URL names a server gone with the search;
+    # every job prints the store and the URL to open at its end
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if is_http_uri(uri):
         # MLflow's defaults (7 retries with backoff, 120 s timeout) stall a job for minutes on a
         # dead server; the health probe already screened the server, so keep these short.
