@@ -154,9 +154,11 @@ def run_distillation(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     on_evaluation: OnEvaluation | None = None,
+    name: str | None = None,
 ) -> DistillSummary:
     """One distillation run: build, resume, iterate, save, judge, track. A search trial
-    passes its parent MLflow run, its tags and a hook that sees every periodic evaluation."""
+    passes its parent MLflow run, its tags, a hook that sees every periodic evaluation and
+    its run's ``name`` (default: ``run_name(config)``)."""
     device = resolve_device(config.device)
     usage = Usage(device)  # wall time and peak memory, logged with every evaluation
     real = RealData.open(config.data, device, normalize=config.eval.normalize)
@@ -186,7 +188,7 @@ def run_distillation(
     run_key = config_fingerprint({"checkpoint": key, "out": config.out})
     note(plan(config, real, start, method.iterative))
     with Tracker(tracking).start_run(
-        run_name(config),
+        name or run_name(config),
         parent_run_id=parent_run_id,
         tags=run_tags,
         resume_key=f"distill/{run_key}",

@@ -141,9 +141,12 @@ def train_one(
         )
 
         def on_epoch(eid: int, epoch: int, metrics: dict[str, float]) -> None:
-            run.log_metrics(metrics, step=epoch)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            print(f"[expert {eid}] epoch {epoch}/{expert.num_epochs} {shown}", flush=True)
+            # epoch 0 is the untrained network's evaluation: no training loss to show
+            known = {k: v for k, v in metrics.items() if v == v}
+            run.log_metrics(known, step=epoch)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in known.items())
+            what = "untrained" if epoch == 0 else f"epoch {epoch}/{expert.num_epochs}"
+            print(f"[expert {eid}] {what}: {shown}", flush=True)
 
         info = train_expert(expert_id, expert, train, test, store, device=device, on_epoch=on_epoch)
         run.set_tags({"s2d.expert_path": info.path})

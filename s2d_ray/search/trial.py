@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s2d_ray.distill import DistillConfig, DivergedError, run_distillation
+from s2d_ray.distill import DistillConfig, DivergedError, run_distillation, run_name
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.methods import METHODS
 from s2d_ray.methods.checkpoint import FOLDER
@@ -143,6 +143,7 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
             parent_run_id=inputs.parent_run_id,
             tags=tags,
             on_evaluation=report,
+            name=f"{run_name(config)} trial {trial_id}",
         )
     except DivergedError as exc:  # a bad point, not a broken search: the searcher learns it
         failed = {"val_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}

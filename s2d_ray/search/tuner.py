@@ -212,6 +212,9 @@ def build_tuner(
     # Every report carries the trial's checkpoint and Tune keeps one, so it snapshots its
     # state at every report, as resuming needs; its warning about that would repeat each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # TrialLines reports the trials; Tune's newer console output prints its configuration
+    # and paths tables whatever the verbosity, its older one is silent at verbose=0
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
