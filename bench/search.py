@@ -79,7 +79,7 @@ from s2d_ray.tracking import TrackingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = SPACES_DIR / "quickstart" / "embedded_ipc1_s2d-mtt.yaml"
-# the quickstart space's problem as the README's figures measured it (before --both-set, --set)
+# the quickstart space's problem as docs/benchmarks.md measured it (before --both-set, --set)
 PROBLEM = ["budget.iterations=20", "fixed.max_start_epoch=2"]
 
 

@@ -179,6 +179,11 @@ def test_bad_input_is_one_line_naming_the_flag_and_the_fix(embedded_small, tmp_p
         capsys,
     )
     assert "did you mean budget.trials?" in trails and "budget.eval_every" in trails
+    folder = bad(
+        ["tune", "--dataset", "video-folder", "--no-mlflow", "--workdir", str(tmp_path / "w")],
+        capsys,
+    )
+    assert "no search space ships for video-folder" in folder and "pass --data" in folder
     experts = bad(
         ["experts", "--data", embedded_small, "--out", str(tmp_path / "e"), "--no-mlflow"], capsys
     )
@@ -322,3 +327,27 @@ def test_the_installed_wheel_runs_from_a_folder_outside_the_checkout(tmp_path):
     assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-3000:]
     assert "| best s2d-mtt ipc 1 " in smoke.stdout
     assert (outside / "work" / "mlflow.db").exists()  # the default workdir: ./work
+
+
+@pytest.mark.parametrize(
+    ("videos", "frames", "template"),
+    [(24, 8, "embedded"), (5000, 16, "miniucf"), (50000, 8, "kinetics400")],
+)
+def test_own_data_gets_a_space_derived_from_a_shipped_one(tmp_path, videos, frames, template):
+    """`s2d tune --data <own shards>`: a dataset without a shipped space borrows the closest
+    one's ranges and budget, written where the user can read and edit it."""
+    from s2d_ray.search.spaces import load_space, space_for_data
+
+    manifest = {
+        "dataset": "video-folder",
+        "counts": {"train": {"videos": videos}},
+        "clip_shape": [frames, 64, 64, 3],
+    }
+    path, derived = space_for_data(1, "s2d-dm", manifest, tmp_path)
+    assert path == tmp_path / "video-folder_ipc1_s2d-dm.yaml" and derived.startswith(template)
+    space = load_space(path)
+    shipped = load_space(shipped_spaces()[f"{template}_ipc1_s2d-dm"])
+    assert space.dataset == "video-folder" and space.space == shipped.space
+    assert space.budget == shipped.budget and "Edit it" in path.read_text()
+    own = space_for_data(1, "s2d-dm", {**manifest, "dataset": "hmdb51"}, tmp_path)
+    assert own == (shipped_spaces()["hmdb51_ipc1_s2d-dm"], None)  # shipped: used as it is

@@ -148,5 +148,5 @@ def test_memory_does_not_grow_with_the_dataset(tmp_path):
         )
         assert large["clips"] > 3 * small["clips"] or workload == "dm"
         assert large["peak_mib"] < 1024, (workload, large)
-        if workload != "epoch":  # an epoch's cold pass: see README, "Memory does not grow"
+        if workload != "epoch":  # an epoch's cold pass: see docs/data.md, "Memory does not grow"
             assert large["peak_mib"] - small["peak_mib"] <= 64, (workload, small, large)

@@ -122,12 +122,20 @@ def run(args: argparse.Namespace) -> int:
 
 def choose_space(args: argparse.Namespace) -> str:
     """The space as given, shipped for the data, or derived for it."""
-    from s2d_ray.search.spaces import find_space, space_for_data, space_name
+    from s2d_ray.data import DATASETS
+    from s2d_ray.search.spaces import find_space, shipped_spaces, space_for_data, space_name
 
     if args.space:
         return str(find_space(args.space))
     if args.data is None:
-        return str(find_space(space_name(args.dataset or "embedded", args.ipc, args.method)))
+        dataset = args.dataset or "embedded"
+        name = space_name(dataset, args.ipc, args.method)
+        if name not in shipped_spaces() and dataset in DATASETS:
+            raise UsageError(
+                f"no search space ships for {dataset} at ipc {args.ipc} with {args.method}: "
+                "pass --data with its shards (a space is derived from them) or --space FILE"
+            )
+        return str(find_space(name))
     from s2d_ray.data.stream import ClipShards
 
     manifest = ClipShards(args.data).manifest
