@@ -351,3 +351,50 @@ def test_own_data_gets_a_space_derived_from_a_shipped_one(tmp_path, videos, fram
     assert space.budget == shipped.budget and "Edit it" in path.read_text()
     own = space_for_data(1, "s2d-dm", {**manifest, "dataset": "hmdb51"}, tmp_path)
     assert own == (shipped_spaces()["hmdb51_ipc1_s2d-dm"], None)  # shipped: used as it is
+
+
+def test_a_log_shows_progress_within_seconds_of_the_start(embedded_small, tmp_path):
+    """Not a terminal (a file, as under `ray job submit` or nohup): the plan, then a plain
+    line per step at most every S2D_PROGRESS_SECONDS, no bar and no colour codes."""
+    import os
+    import time
+
+    log = tmp_path / "job.log"
+    args = [
+        sys.executable,
+        "-m",
+        "s2d_ray",
+        "distill",
+        "--method",
+        "dm",
+        "--ipc",
+        "1",
+        "--data",
+        embedded_small,
+        "--out",
+        str(tmp_path / "dm"),
+        "--no-mlflow",
+        "--iterations",
+        "3",
+        "--no-eval",
+        "--batch-real",
+        "8",
+    ]
+    env = {**os.environ, "S2D_PROGRESS_SECONDS": "1"}
+    started = time.monotonic()
+    with log.open("w") as out:
+        job = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        seen = None
+        while job.poll() is None and seen is None:
+            if "dm ipc1: 1/3 it" in log.read_text():
+                seen = time.monotonic() - started
+            time.sleep(0.2)
+        assert job.wait(timeout=300) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    first = seen if seen is not None else time.monotonic() - started  # ended between looks
+    assert first < 120  # imports and the first step, on a busy 2-core machine
+    assert re.search(r"^dm ipc1 on embedded .*: 3 iterations$", text, re.M)
+    lines = [line for line in text.splitlines() if line.startswith("dm ipc1: ")]
+    assert lines[0].startswith("dm ipc1: 1/3 it (33%), loss ")  # at once, not after 1 s
+    assert lines[-1].startswith("dm ipc1: 3/3 it (100%)") and "took" in lines[-1]
+    assert "\r" not in text and "\x1b[" not in text

@@ -3,13 +3,13 @@ made impossible, so the only way to clips is a row group at a time (``ClipDatase
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
+from s2d_ray.cli import main
 from s2d_ray.data.clips import ClipDataset
 from s2d_ray.distill import DistillConfig, run_distillation
 from s2d_ray.evaluation import EvalConfig
@@ -88,18 +88,9 @@ def test_every_pipeline_streams(embedded_small, tmp_path, no_whole_reads, capsys
         assert (tmp_path / method / "set.json").exists() or any((tmp_path / method).iterdir())
     groups = class_groups(ClipDataset(embedded_small, "train").shards, epochs=1)
     assert len(groups["static"]) + len(groups["dynamic"]) == 10
-    job = _job("evaluate")
-    argv = ["--data", embedded_small, "--full-data", "--smoke-test", str(tmp_path / "dm")]
-    assert job.main(argv) == 0
+    argv = ["--data", embedded_small, "--full-data", "--smoke-test", "--no-mlflow"]
+    assert main(["evaluate", *argv, str(tmp_path / "dm")]) == 0
     assert "full real data" in capsys.readouterr().out
-
-
-def _job(name: str):
-    path = Path(__file__).resolve().parents[1] / "jobs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"job_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_streamed_test_pass_scores_every_clip_once(embedded_small, monkeypatch):

@@ -13,8 +13,9 @@ from s2d_ray.progress import duration, note
 
 
 class TrialLines(Callback):
-    def __init__(self, trials: int, iterations: int, reference: float) -> None:
-        self.trials, self.iterations, self.reference = trials, iterations, reference
+    def __init__(self, trials: int, iterations: int, reference: float | None = None) -> None:
+        self.trials, self.iterations = trials, iterations
+        self.reference = reference  # set once computed, before the trials start
         self.order: dict[str, int] = {}
         self.ended = 0
         self.started = time.monotonic()
@@ -35,11 +36,15 @@ class TrialLines(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         val = result.get("val_top1", math.nan)
+        beside = (
+            ""
+            if self.reference is None
+            else f" (random real clips of its size: {100 * self.reference:.1f}%)"
+        )
         note(
             f"search: {self._name(trial)} at iteration {result.get('iteration')}/"
-            f"{self.iterations}: val top-1 {100 * val:.1f}% (random real clips of its size: "
-            f"{100 * self.reference:.1f}%), loss {result.get('loss', math.nan):.4g}; "
-            f"{self._elapsed()}"
+            f"{self.iterations}: val top-1 {100 * val:.1f}%{beside}, loss "
+            f"{result.get('loss', math.nan):.4g}; {self._elapsed()}"
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:

@@ -11,9 +11,9 @@ interrupted experiment (``Tuner.restore``) and reports a finished one.
 
 from __future__ import annotations
 
-import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,11 @@ def experiment_name(space: SearchSpace) -> str:
 
 
 def run_experiment(
-    inputs: SearchInputs, storage: str, name: str, retries: int = 0, reference: float = math.nan
+    inputs: SearchInputs,
+    storage: str,
+    name: str,
+    retries: int = 0,
+    reference: Callable[[], float] | None = None,
 ):
     """Tune's results: a finished experiment's as they stand (its errored trials are results
     too, not work to redo), an interrupted one resumed, or a new one run. ``retries``: how
@@ -179,7 +183,9 @@ def run_experiment(
 
     path = f"{storage.rstrip('/')}/{name}"
     restoring = tune.Tuner.can_restore(path)  # before a new Tuner writes its state there
-    tuner = build_tuner(inputs, storage, name, retries, reference)
+    budget = inputs.space.budget
+    lines = TrialLines(budget.trials, budget.iterations)
+    tuner = build_tuner(inputs, storage, name, retries, lines)
     if restoring:
         try:
             grid = tuner.get_results()
@@ -189,6 +195,8 @@ def run_experiment(
             print(f"search: {path} is finished; reporting it", flush=True)
             return grid
         print(f"search: resuming {path}", flush=True)
+    if reference is not None:  # only when trials run: a finished search needs none
+        lines.reference = reference()
     return tuner.fit()
 
 
@@ -198,7 +206,11 @@ def _finished(grid, trials: int) -> bool:
 
 
 def build_tuner(
-    inputs: SearchInputs, storage: str, name: str, retries: int = 0, reference: float = math.nan
+    inputs: SearchInputs,
+    storage: str,
+    name: str,
+    retries: int = 0,
+    lines: TrialLines | None = None,
 ):
     """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
     from ray import tune
@@ -253,7 +265,7 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=retries),
             verbose=0,  # TrialLines says what happens, a line per report
-            callbacks=[TrialLines(budget.trials, budget.iterations, reference)],
+            callbacks=[lines or TrialLines(budget.trials, budget.iterations)],
         ),
     )
 
@@ -326,17 +338,21 @@ def run_search(config: SearchConfig, tracking: TrackingConfig) -> SearchSummary:
                 space, data, str(work), tracking, experts, statics, parent.run_id, config.device
             )
             init_ray()
-            resources = space.resources
-            reference = run_with_resources(
-                random_reference,
-                data,
-                space,
-                config.device,
-                cpu=resources.cpu,
-                gpu=resources.gpu,
-                remote=config.offload(space),
-            )
-            parent.log_metrics({"random_real_val_top1": reference})
+
+            def reference() -> float:
+                resources = space.resources
+                value = run_with_resources(
+                    random_reference,
+                    data,
+                    space,
+                    config.device,
+                    cpu=resources.cpu,
+                    gpu=resources.gpu,
+                    remote=config.offload(space),
+                )
+                parent.log_metrics({"random_real_val_top1": value})
+                return value
+
             storage = files.join(config.storage or str(work), "tune")
             trials_started = time.perf_counter()
             retries = 2 if config.on_cluster else 0

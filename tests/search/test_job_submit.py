@@ -12,7 +12,6 @@ the disk of the node that ran the trial."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import secrets
@@ -31,6 +30,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 import s2d_ray
+from s2d_ray.cli import main
 from s2d_ray.synthetic import load_set
 from s2d_ray.tracking import start_local_server, stop_local_server
 
@@ -169,7 +169,7 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(
     for file in ("manifest.json", "tensors.safetensors"):
         (exported / file).unlink()
     capsys.readouterr()
-    assert load_job("tune_mtt").main(args, method="s2d-mtt") == 0
+    assert main(["tune", "--method", "s2d-mtt", *args]) == 0
     assert "is finished; reporting it" in capsys.readouterr().out
     best = s2d_ray.load_distilled(exported)
     assert best.num_classes == 10 and len(best) % 10 == 0
@@ -181,13 +181,6 @@ def test_ray_job_submit_smoke_search_on_a_token_cluster(
         loss.backward()
         optimizer.step()
     assert torch.isfinite(loss)
-
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check_trial_artifacts(client: MlflowClient, run_id: str, into: Path) -> None:
