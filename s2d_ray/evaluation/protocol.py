@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -251,6 +252,10 @@ def evaluate_draw(
     return score(models, test, config, device, also, count)
 
 
+class DivergedEvaluationWarning(RuntimeWarning):
+    """An evaluation network's loss became NaN or infinite: the score it gives is chance."""
+
+
 def evaluation_progress(config: EvalConfig) -> Progress:
     return Progress(
         config.epochs * config.repeats,
@@ -405,7 +410,17 @@ def train_network(
                 loss_sum, seen = loss_sum + float(loss) * len(y), seen + len(y)
             if progress is not None:
                 progress.update(train_loss=loss_sum / max(seen, 1))
-    return loss_sum / max(seen, 1)
+    last = loss_sum / max(seen, 1)
+    if not math.isfinite(last):
+        # its score is chance, not the set's worth: say so (e.g. a few dark clips at lr 0.01)
+        warnings.warn(
+            f"an evaluation network's training loss is {last} after {config.epochs} epochs at "
+            f"lr {config.lr}: its accuracy is chance, not the set's worth; a lower "
+            "--eval-lr may train it",
+            DivergedEvaluationWarning,
+            stacklevel=2,
+        )
+    return last
 
 
 def _num_outputs(model: nn.Module) -> int:

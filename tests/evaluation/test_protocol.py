@@ -247,3 +247,11 @@ def test_auto_stacks_repeats_only_for_ieee_fp32_on_cuda():
         assert protocol.resolve_repeat_mode(EvalConfig(precision=precision), cpu) == "sequential"
     chosen = EvalConfig(repeat_mode="vmap", precision="bf16")
     assert protocol.resolve_repeat_mode(chosen, cpu) == "vmap"
+
+
+def test_a_diverged_evaluation_network_is_named_not_passed_off_as_a_score(data):
+    """A NaN loss leaves a chance-level accuracy: the protocol says so (seen on 11 dark ARID
+    clips at the default lr, two random-real networks in three)."""
+    test, items, labels = data
+    with pytest.warns(protocol.DivergedEvaluationWarning, match="accuracy is chance"):
+        evaluate_set(items, labels, test, EvalConfig(epochs=2, repeats=1, lr=1e12))
