@@ -186,7 +186,7 @@ def run_distillation(
     # One MLflow run per output folder: the checkpoint's key alone would let another search's
     # trial at the same point (or a run into another folder) reopen this run.
     run_key = config_fingerprint({"checkpoint": key, "out": config.out})
-    note(plan(config, real, start, method.iterative))
+    note(plan(config, real, start, method))
     with Tracker(tracking).start_run(
         name or run_name(config),
         parent_run_id=parent_run_id,
@@ -246,8 +246,9 @@ def run_name(config: DistillConfig) -> str:
     return f"{config.method} ipc{config.ipc}"
 
 
-def plan(config: DistillConfig, real: RealData, start: int, iterative: bool) -> str:
+def plan(config: DistillConfig, real: RealData, start: int, method: DistillMethod) -> str:
     """What the run will do, said before it starts (the first progress line gives its pace)."""
+    iterative = method.iterative
     t, _, h, w = real.clip_shape
     what = f"{run_name(config)} on {real.shards.manifest['dataset']}"
     what += f" ({real.num_classes} classes, clips {t}x{h}x{w})"
@@ -259,8 +260,10 @@ def plan(config: DistillConfig, real: RealData, start: int, iterative: bool) -> 
             what += f", a val evaluation every {config.eval_every}"
     if config.final_eval:
         e = config.eval
+        own = with_own_settings(e, method.eval_overrides()).epochs  # e.g. FRePo's 1000
+        epochs = f"{own}" if own == e.epochs else f"{own} (random real: {e.epochs})"
         what += (
-            f"; then judged: {e.repeats} networks x {e.epochs} epochs on the set and on "
+            f"; then judged: {e.repeats} networks x {epochs} epochs on the set and on "
             f"random real clips of its size (--eval-epochs/--eval-repeats; --no-eval skips)"
         )
     return what

@@ -25,8 +25,8 @@ from s2d_ray.methods import METHODS
 SUMMARY = "search hyperparameters (Ray Tune + Optuna), judge and export the best set"
 
 
-def add_arguments(p: argparse.ArgumentParser, method: str = "s2d-mtt") -> None:
-    p.add_argument("--method", default=method, choices=sorted(METHODS), help="what distils")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="s2d-mtt", choices=sorted(METHODS), help="what distils")
     p.add_argument(
         "--space",
         help="search-space YAML, or a shipped space's name (`s2d spaces ls`); default: the "
