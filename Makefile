@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= work
 
-.PHONY: quickstart test test-fast lint bench mlflow-ui clean
+.PHONY: quickstart test test-fast test-cluster lint bench mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,15 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/s2d tune --space quickstart/embedded_ipc1_s2d-mtt --workdir $(WORKDIR) \
 		--num-experts 2 --static-iterations 15
 
-## test: install with the dev extra, run the whole suite (slow tests included)
+## test: install with the dev extra, run the whole suite (slow tests included), then the
+## multi-node tests, in their own invocation: they start their own Ray cluster
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+	$(PY) -m pytest -m cluster
+
+test-cluster: $(VENV)/.installed
+	$(PY) -m pytest -m cluster
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow"

@@ -19,6 +19,17 @@ def pytest_configure(config) -> None:
         os.environ["S2D_CACHE_DIR"] = config._s2d_cache = tempfile.mkdtemp(prefix="s2d-cache-")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Multi-node tests start their own Ray cluster, which cannot share a process with the
+    session's local Ray: they run only when asked for (``pytest -m cluster``)."""
+    if "cluster" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if "cluster" not in item.keywords]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "cluster" in i.keywords])
+        items[:] = kept
+
+
 def pytest_unconfigure(config) -> None:
     cache = getattr(config, "_s2d_cache", None)
     if cache:

@@ -30,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="trajectory store folder (path or URI)")
     p.add_argument("--num-experts", type=int, help="experts to train (required, no default)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (parallel experts)")
+    p.add_argument(
+        "--min-workers",
+        type=int,
+        help="elastic: when a node is lost, go on with as few as this many workers instead of "
+        "waiting for a replacement node (default: always --workers)",
+    )
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="0: CPU workers")
     p.add_argument(
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         num_experts=args.num_experts,
         workers=args.workers,
+        min_workers=args.min_workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
         max_failures=args.max_failures,

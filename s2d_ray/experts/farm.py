@@ -1,14 +1,16 @@
 """The expert farm: N independent experts trained by W Ray Train workers, into one store.
 
 Experts are independent, not data-parallel: worker r trains the experts i with
-``i % W == r`` among those not yet complete, each on the whole training set. The training
-and test tables are put once into Ray's object store and read zero-copy by every worker on a
-node, so a node holds one copy of the data whatever N and W are.
+``i % W == r`` among those not yet complete, each on the whole training set, which each
+worker streams from the shards a batch at a time (through its node's cache of decoded
+clips): a worker's memory does not grow with the dataset.
 
 The trajectory store is the source of truth and the checkpoint: finished experts are
 skipped, a half-trained one resumes after its last snapshot, and when a worker dies Ray
 Train restarts the worker group (``FailureConfig``), which re-runs the same loop and so
-finishes exactly N complete experts. MLflow gets a parent run per farm and a child run per
+finishes exactly N complete experts. The share of each worker is recomputed from the group's
+size at every start, so an elastic group (``min_workers``) that restarts smaller after losing
+a node trains the lost worker's experts too. MLflow gets a parent run per farm and a child run per
 expert; tracking failures never stop the farm.
 """
 
@@ -19,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from s2d_ray.cluster import init_ray, worker_runtime_env
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
@@ -43,12 +45,34 @@ class FarmConfig(StrictConfig):
     out: str = Field(description="trajectory store (path or URI)")
     num_experts: int = Field(ge=1)
     workers: int = Field(default=1, ge=1)
+    min_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="elastic: after a lost node the group restarts with as few as this many "
+        "workers rather than wait for a replacement (None: always ``workers``)",
+    )
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)
     max_failures: int = Field(default=3, ge=0)
     expert: ExpertConfig = ExpertConfig()
 
     _absolute = field_validator("data", "out")(absolute_uri)
+
+    @model_validator(mode="after")
+    def _elastic_range(self) -> FarmConfig:
+        if self.min_workers is not None and self.min_workers > self.workers:
+            raise ValueError(
+                f"min_workers ({self.min_workers}) is more than workers ({self.workers})"
+            )
+        return self
+
+    def worker_range(self, experts_left: int) -> int | tuple[int, int]:
+        """Ray Train's ``num_workers``: fixed, or a (min, max) range for an elastic group.
+        Never more workers than experts left to train."""
+        most = min(self.workers, experts_left)
+        if self.min_workers is None or self.min_workers >= most:
+            return most
+        return (self.min_workers, most)
 
     def run_key(self, dataset_fingerprint: str) -> str:
         """Stable id of this farm: the same command resumes the same Train and MLflow runs."""
@@ -236,7 +260,7 @@ def _trainer(config, shards, settings, tracking, parent, todo: list[int]):
         # NCCL (Ray's choice with GPUs) fails on one whose GPU is only declared.
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(
-            num_workers=min(config.workers, len(todo)),
+            num_workers=config.worker_range(len(todo)),
             use_gpu=config.gpus_per_worker > 0,
             resources_per_worker=resources,
         ),

@@ -22,6 +22,16 @@ def test_experts_are_split_round_robin_without_overlap():
     assert assigned_experts(todo, 0, 1) == todo
 
 
+def test_an_elastic_farm_asks_ray_train_for_a_range_never_more_than_experts_left():
+    config = FarmConfig(data="d", out="o", num_experts=8, workers=4, min_workers=2)
+    assert config.worker_range(8) == (2, 4)
+    assert config.worker_range(3) == (2, 3)
+    assert config.worker_range(2) == 2  # nothing to be elastic about
+    assert FarmConfig(data="d", out="o", num_experts=8, workers=4).worker_range(8) == 4
+    with pytest.raises(ValueError, match=r"min_workers \(5\) is more than workers \(4\)"):
+        FarmConfig(data="d", out="o", num_experts=8, workers=4, min_workers=5)
+
+
 def test_farm_paths_are_absolute_for_workers_in_other_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = FarmConfig(data="work/data", out="work/experts", num_experts=1)
