@@ -62,6 +62,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     from s2d_ray.distill import DivergedError
     from s2d_ray.experts.store import StoreMismatchError
+    from s2d_ray.files import StorageUnavailable
     from s2d_ray.methods.checkpoint import CheckpointMismatchError
     from s2d_ray.synthetic import NotADistilledSetError
 
@@ -75,6 +76,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         CheckpointMismatchError,
         StoreMismatchError,
         DivergedError,
+        StorageUnavailable,  # a bucket that stopped answering: the URI, and run it again
     )
 
 

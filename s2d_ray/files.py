@@ -2,6 +2,11 @@
 
 Every write is atomic (a temp file in the same folder, then a rename), so a crash never
 leaves a torn file under its final name; readers and resumes trust only final names.
+
+Remote storage hiccups (a dropped connection, an endpoint restarting): every call here, and
+every read the data and trajectory readers make, is retried with exponential backoff for up
+to ``S2D_STORAGE_RETRY_SECONDS`` (60 s); past that the job stops with one line naming the URI
+(:class:`StorageUnavailable`), and the same command resumes from what was written.
 """
 
 from __future__ import annotations
@@ -10,12 +15,66 @@ import contextlib
 import hashlib
 import json
 import os
+import random
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
 TMP_PREFIX = ".tmp-"
+RETRY_ENV = "S2D_STORAGE_RETRY_SECONDS"
+FIRST_DELAY_S, MAX_DELAY_S = 0.25, 8.0
+# errors that say something about the request, not the connection: retrying cannot help
+_FINAL = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+T = TypeVar("T")
+
+
+class StorageUnavailable(OSError):
+    """Remote storage did not answer within the retry budget."""
+
+
+def retry_budget_s() -> float:
+    return float(os.environ.get(RETRY_ENV, "60"))
+
+
+def is_remote(fs: pafs.FileSystem) -> bool:
+    return not isinstance(fs, pafs.LocalFileSystem)
+
+
+def retrying(fs: pafs.FileSystem, what: str, call: Callable[[], T]) -> T:
+    """``call()``, retried with backoff while remote storage fails to answer. ``call`` must
+    be safe to repeat (a read, or a write that lands under its final name only at the end).
+    Local files are not retried: their errors are not transient."""
+    if not is_remote(fs):
+        return call()
+    budget = retry_budget_s()
+    started, delay, tries = time.monotonic(), FIRST_DELAY_S, 0
+    while True:
+        tries += 1
+        try:
+            return call()
+        except _FINAL:
+            raise
+        except OSError as exc:
+            waited = time.monotonic() - started
+            if waited + delay > budget:
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise StorageUnavailable(
+                    f"storage did not answer for {waited:.0f} s ({tries} tries) at {what}: "
+                    f"{first_line}; check the endpoint and credentials, then run the same "
+                    f"command again (what was written is kept; {RETRY_ENV} sets the wait)"
+                ) from exc
+            time.sleep(delay * (0.5 + random.random() / 2))  # jitter: nodes do not sync up
+            delay = min(2 * delay, MAX_DELAY_S)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -36,29 +95,46 @@ def fetch(uri: str, folder: str) -> str:
     """Copy the file or folder at ``uri`` into the local ``folder``; returns the local path."""
     fs, path = filesystem(uri)
     local = os.path.join(folder, path.rstrip("/").rsplit("/", 1)[-1])
-    if fs.get_file_info(path).type == pafs.FileType.Directory:
-        os.makedirs(local, exist_ok=True)  # copy_files fills a folder, it does not make it
-    here = pafs.LocalFileSystem()
-    pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=here)
+
+    def copy() -> None:
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            os.makedirs(local, exist_ok=True)  # copy_files fills a folder, it does not make it
+        here = pafs.LocalFileSystem()
+        pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=here)
+
+    retrying(fs, uri, copy)
     return local
 
 
 def exists(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return retrying(fs, path, lambda: fs.get_file_info(path).type != pafs.FileType.NotFound)
 
 
 def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    parent, _, name = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
-    tmp = join(parent, f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}")
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(data)
-        fs.move(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.delete_file(tmp)
-        raise
+    """Write ``data`` under ``path``: whole, or (on any failure) not at all."""
+
+    def write() -> None:
+        parent, _, name = path.rpartition("/")
+        fs.create_dir(parent, recursive=True)
+        tmp = join(parent, f"{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}")
+        try:
+            with fs.open_output_stream(tmp) as out:
+                out.write(data)
+            fs.move(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.delete_file(tmp)
+            raise
+
+    retrying(fs, path, write)
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    def read() -> bytes:
+        with fs.open_input_stream(path) as handle:
+            return handle.read()
+
+    return retrying(fs, path, read)
 
 
 def write_json(fs: pafs.FileSystem, path: str, data: Any) -> None:
@@ -69,8 +145,7 @@ def write_json(fs: pafs.FileSystem, path: str, data: Any) -> None:
 
 def read_json(fs: pafs.FileSystem, path: str) -> Any:
     """The parsed file; FileNotFoundError if absent, ValueError naming the file if malformed."""
-    with fs.open_input_stream(path) as handle:
-        data = handle.read()
+    data = read_bytes(fs, path)
     try:
         return json.loads(data)
     except ValueError as exc:
@@ -78,8 +153,11 @@ def read_json(fs: pafs.FileSystem, path: str) -> Any:
 
 
 def file_sha256(fs: pafs.FileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    def digest() -> str:
+        hashed = hashlib.sha256()
+        with fs.open_input_stream(path) as handle:
+            while chunk := handle.read(1 << 22):
+                hashed.update(chunk)
+        return hashed.hexdigest()
+
+    return retrying(fs, path, digest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -100,3 +101,37 @@ def embedded_experts(embedded_small, tmp_path_factory) -> str:
 
     out = str(tmp_path_factory.mktemp("experts"))
     return train_experts(embedded_small, out, num_experts=2, epochs=3)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A bucket on a local S3 server (moto's, on 127.0.0.1) behind a pausable proxy; the
+    credentials and endpoint are in the environment, where Ray workers started after this
+    inherit them, and ``s3://s2d-test/...`` URIs resolve to it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    from s3 import PausableProxy
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    proxy = PausableProxy(server.get_host_and_port())
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-never-logged",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": proxy.url,
+        "MLFLOW_S3_ENDPOINT_URL": proxy.url,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    client = boto3.client("s3", endpoint_url=proxy.url)
+    client.create_bucket(Bucket="s2d-test")
+    proxy.client, proxy.bucket, proxy.env = client, "s2d-test", env
+    yield proxy
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()

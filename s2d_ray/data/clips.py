@@ -208,8 +208,12 @@ class ClipDataset:
     def _decode(self, s: int, g: int) -> np.ndarray:
         """Fetch and decompress one row group's clips: (rows, T, H, W, 3) uint8."""
         path = self._paths[s]
-        with self.shards.fs.open_input_file(path) as handle:
-            column = pq.ParquetFile(handle).read_row_group(g, columns=["frames"]).column(0)
+
+        def fetch():
+            with self.shards.fs.open_input_file(path) as handle:
+                return pq.ParquetFile(handle).read_row_group(g, columns=["frames"]).column(0)
+
+        column = files.retrying(self.shards.fs, f"{path} (row group {g})", fetch)
         parts = []
         for chunk in column.chunks:
             _, offsets, data = chunk.buffers()

@@ -39,15 +39,22 @@ def build_index(fs: pafs.FileSystem, root: str, shard_paths: Sequence[str]) -> p
     """The index of ``shard_paths`` (relative to ``root``, in reading order) from each shard's
     footer and its ``label``, ``video_id`` and ``clip`` columns."""
     tables = []
-    for rel in shard_paths:
-        with fs.open_input_file(files.join(root, rel)) as handle:
+
+    def footer_and_columns(path: str) -> tuple[list[int], pa.Table]:
+        with fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             groups = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
             names = parquet.schema_arrow.names
             cols = parquet.read(columns=[c for c in ("label", "video_id", "clip") if c in names])
+        return groups, cols
+
+    for rel in shard_paths:
+        path = files.join(root, rel)
+        groups, cols = files.retrying(fs, path, lambda path=path: footer_and_columns(path))
         n = sum(groups)
         group = np.repeat(np.arange(len(groups), dtype=np.int32), groups)
         row = np.arange(n, dtype=np.int32) - np.repeat(np.cumsum([0, *groups[:-1]]), groups)
+        names = cols.column_names
         video = cols.column("video_id") if "video_id" in names else _row_ids(rel, n)
         clip = cols.column("clip") if "clip" in names else pa.array(np.zeros(n, np.int16))
         tables.append(

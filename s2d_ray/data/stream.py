@@ -93,7 +93,8 @@ class ClipShards:
         entry = self.manifest.get("row_index", {}).get(split)
         if entry is not None:
             path = files.join(self.root, entry["path"])
-            return RowIndex.from_table(pq.read_table(path, filesystem=self.fs))
+            table = files.retrying(self.fs, path, lambda: pq.read_table(path, filesystem=self.fs))
+            return RowIndex.from_table(table)
         self.files(split)  # the errors that name the fix
         shards = [s["path"] for s in self.manifest["shards"] if s["split"] == split]
         index = RowIndex.from_table(build_index(self.fs, self.root, shards))

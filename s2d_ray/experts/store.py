@@ -240,7 +240,8 @@ class TrajectoryStore:
         )
 
     def _expert_ids(self) -> list[int]:
-        infos = self._fs.get_file_info(pafs.FileSelector(self._root, allow_not_found=True))
+        listing = pafs.FileSelector(self._root, allow_not_found=True)
+        infos = files.retrying(self._fs, self._root, lambda: self._fs.get_file_info(listing))
         found = [_EXPERT_DIR.match(i.base_name) for i in infos if i.type.name == "Directory"]
         return sorted(int(m.group(1)) for m in found if m)
 
@@ -278,11 +279,14 @@ class TrajectoryStore:
         def bad(why: str) -> CorruptSnapshotError:
             return CorruptSnapshotError(f"snapshot {path} {why}; {_REMEDY}")
 
-        try:  # local: hash in chunks, then memory-map; elsewhere: one GET, parse the bytes
+        def fetch():
             with self._fs.open_input_file(path) as f:
                 data = None if self._local else f.read()
                 digest = hashlib.file_digest(f, "sha256") if data is None else hashlib.sha256(data)
-                size = f.tell()
+                return data, digest, f.tell()
+
+        try:  # local: hash in chunks, then memory-map; elsewhere: one GET, parse the bytes
+            data, digest, size = files.retrying(self._fs, path, fetch)
         except FileNotFoundError:
             raise bad("is listed in the manifest but missing") from None
         if size != entry["bytes"] or digest.hexdigest() != entry["sha256"]:

@@ -79,8 +79,7 @@ def load_checkpoint(out: str, method: DistillMethod, fingerprint: str) -> int | 
             f"{out} holds a checkpoint of a run with another configuration; re-run the same "
             "command to resume it, or choose another --out"
         )
-    with fs.open_input_file(tensor_path) as f:
-        data = f.read()
+    data = files.read_bytes(fs, tensor_path)
     if hashlib.sha256(data).hexdigest() != state["tensors_sha256"]:
         raise ValueError(f"{tensor_path} fails its checksum; delete {Path(tensor_path).parent}")
     tensors = safetensors.torch.load(data)

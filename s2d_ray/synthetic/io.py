@@ -90,8 +90,7 @@ def load_set(path: str | Path) -> tuple[SyntheticSet, dict]:
     fs, root = files.filesystem(str(path))
     tensor_path = files.join(root, TENSORS)
     try:
-        with fs.open_input_file(tensor_path) as f:
-            data = f.read()
+        data = files.read_bytes(fs, tensor_path)
     except FileNotFoundError:
         raise NotADistilledSetError(f"{tensor_path} is missing; re-run the distillation") from None
     if hashlib.sha256(data).hexdigest() != manifest["tensors_sha256"]:

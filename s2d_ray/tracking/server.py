@@ -37,12 +37,15 @@ def start_local_server(
 
     Binds 127.0.0.1 by default (the server has no auth). ``port=0`` picks a free port.
     The server runs in its own process group (uvicorn workers, job runner); stop it with
-    :func:`stop_local_server`.
+    :func:`stop_local_server`. Should this process die first, the server stops itself.
     """
     port = port or _free_port(host)
     artifacts = Path(artifacts_dir).expanduser().resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
+    # the guard stops the server if this process dies without stopping it (SIGKILL)
+    guard = [sys.executable, "-m", "s2d_ray.tracking.guard", str(os.getpid()), "--"]
     cmd = [
+        *guard,
         sys.executable,
         "-m",
         "mlflow",
@@ -73,7 +76,8 @@ def start_local_server(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"mlflow server exited with code {proc.returncode}: {cmd}{_tail(log_file)}"
+                f"mlflow server exited with code {proc.returncode}: {cmd[len(guard) :]}"
+                f"{_tail(log_file)}"
             )
         try:
             with urllib.request.urlopen(url + "/health", timeout=1.0) as resp:
