@@ -30,7 +30,7 @@ test-cluster: $(VENV)/.installed
 	$(PY) -m pytest -m cluster
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow"  # the cluster tests run only when asked for
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -35,6 +36,11 @@ _FINAL = (
     PermissionError,
 )
 
+# Tune's and Train's own uploads (checkpoints, experiment state) are not ours to wrap: their
+# S3 client retries a dropped connection itself, with the SDK's backoff (12 attempts rode out
+# a 3 s outage; the default 3 gave up after 1.4 s)
+S3_ATTEMPTS = 12
+
 T = TypeVar("T")
 
 
@@ -50,11 +56,12 @@ def is_remote(fs: pafs.FileSystem) -> bool:
     return not isinstance(fs, pafs.LocalFileSystem)
 
 
-def retrying(fs: pafs.FileSystem, what: str, call: Callable[[], T]) -> T:
+def retrying(fs: pafs.FileSystem | None, what: str, call: Callable[[], T]) -> T:
     """``call()``, retried with backoff while remote storage fails to answer. ``call`` must
     be safe to repeat (a read, or a write that lands under its final name only at the end).
-    Local files are not retried: their errors are not transient."""
-    if not is_remote(fs):
+    Local files are not retried: their errors are not transient (``fs=None``: storage that
+    someone else's code reaches, taken as remote)."""
+    if fs is not None and not is_remote(fs):
         return call()
     budget = retry_budget_s()
     started, delay, tries = time.monotonic(), FIRST_DELAY_S, 0
@@ -83,6 +90,28 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         fs, path = pafs.FileSystem.from_uri(uri)
         return fs, path.rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def ray_storage(uri: str) -> tuple[str, pafs.FileSystem | None]:
+    """``(storage_path, storage_filesystem)`` for Ray Tune's and Train's RunConfig: on S3 a
+    client that retries with backoff (endpoint and region from the environment, as the AWS
+    SDK reads them), elsewhere ``(uri, None)``: Ray's own choice."""
+    if not uri.startswith("s3://"):
+        return uri, None
+    kwargs: dict[str, Any] = {
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS)
+    }
+    path = uri.removeprefix("s3://").rstrip("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urllib.parse.urlparse(endpoint)
+        kwargs |= {"endpoint_override": parsed.netloc, "scheme": parsed.scheme or "https"}
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region is None and not endpoint:
+        region = pafs.resolve_s3_region(path.split("/", 1)[0])
+    if region:
+        kwargs["region"] = region
+    return path, pafs.S3FileSystem(**kwargs)
 
 
 def join(parent: str, *names: str) -> str:

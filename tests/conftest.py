@@ -117,7 +117,7 @@ def s3():
     server.start()
     proxy = PausableProxy(server.get_host_and_port())
     env = {
-        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_ACCESS_KEY_ID": "AKIAS2DTESTNEVERLOGGED",
         "AWS_SECRET_ACCESS_KEY": "testing-secret-never-logged",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": proxy.url,

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-USER_FILES = {"~/.ray/auth_token"}  # the user's Ray token: mounted, never committed
+# the user's Ray token and MLflow credentials: mounted from their home, never committed
+USER_FILES = {"~/.ray/auth_token", "~/.s2d_secrets"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_what_the_schema_misses(config):
 def test_every_local_path_it_names_exists(config):
     for remote, local in config["file_mounts"].items():
         if local in USER_FILES:
-            assert remote.startswith("~/.ray/"), remote
+            assert remote == local, remote
             continue
         assert (ROOT / local).exists(), local
 
@@ -56,14 +57,17 @@ def test_token_auth_and_loopback_everywhere(config):
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     ray_starts = [
         c for c in starts
-        if c.startswith("RAY_AUTH_MODE=token") and re.search(r"(^| )ray start ", c)
+        if re.match(r"(source ~/\.s2d_secrets && )?RAY_AUTH_MODE=token ", c)
+        and re.search(r"(^| )ray start ", c)
     ]  # fmt: skip
     others = [c for c in starts if "ray start" in c and c not in ray_starts]
     assert len(ray_starts) == 2 and not others
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
     # MLflow on the head's private address, where trials on the workers reach it; never all
     server = " ".join(config["head_setup_commands"])
-    assert "mlflow server --host $(hostname -I | awk '{print $1}')" in server
+    assert "mlflow server --app-name basic-auth --host $(hostname -I | awk '{print $1}')" in server
+    assert "default_permission = NO_PERMISSIONS" in server  # no user, no access
+    assert "~/.s2d_secrets" in config["file_mounts"]  # the credentials: the user's file
     assert "0.0.0.0" not in (ROOT / "ray_cluster.yaml").read_text()
     assert "~/.ray/auth_token" in config["file_mounts"]
     assert "'export RAY_AUTH_MODE=token" in config["setup_commands"][0]  # jobs from the head

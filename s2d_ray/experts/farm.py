@@ -34,7 +34,7 @@ from s2d_ray.experts.training import (
     train_expert,
     trajectory_settings,
 )
-from s2d_ray.files import join
+from s2d_ray.files import join, ray_storage
 from s2d_ray.models import resolve_device
 from s2d_ray.progress import Progress
 from s2d_ray.tracking import Tracker, TrackingConfig, shared_store
@@ -250,6 +250,7 @@ def _trainer(config, shards, settings, tracking, parent, todo: list[int]):
         "run_key": run_key,
         "todo": todo,
     }
+    storage_path, storage_fs = ray_storage(_train_storage(config))
     resources = {"CPU": config.cpus_per_worker}
     if config.gpus_per_worker:
         resources["GPU"] = config.gpus_per_worker
@@ -266,7 +267,8 @@ def _trainer(config, shards, settings, tracking, parent, todo: list[int]):
         ),
         run_config=RunConfig(
             name=f"farm-{run_key}",
-            storage_path=_train_storage(config),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=config.max_failures),
             worker_runtime_env=worker_runtime_env(),  # also when Ray was up before
         ),

@@ -5,7 +5,9 @@ it must beat), in place of Tune's status tables."""
 from __future__ import annotations
 
 import math
+import re
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
@@ -54,12 +56,44 @@ class TrialLines(Callback):
             f"{self._elapsed()}"
         )
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        why = _cause(trial) or "it failed"
+        note(f"search: {self._name(trial)} {why}; it starts again from its last checkpoint")
+
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.ended += 1
+        why = _cause(trial) or "FAILED"
         note(
-            f"search: {self._name(trial)} FAILED (its error: {trial.local_path}/error.txt); "
+            f"search: {self._name(trial)} {why} (its error: {trial.local_path}/error.txt); "
             f"{self.ended}/{self.trials} trials done"
         )
+
+
+# Ray's memory monitor says what the node had and what the killed process held
+_NODE_MEMORY = re.compile(r"was ([\d.]+)GB used / ([\d.]+)GB limit")
+_HELD = re.compile(r"actual memory used=([\d.]+)GB")
+
+
+def _cause(trial) -> str | None:
+    """Why a trial failed, when it is something to act on: its node lost, or killed by
+    Ray's memory monitor (with the memory its process held and its node's)."""
+    try:  # Tune appends each failure to the trial's error file on the driver
+        text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+    except OSError:
+        return None
+    text = text.rsplit("Failure # ", 1)[-1]
+    if "OutOfMemoryError" in text or "running low on memory" in text:
+        held, node = _HELD.search(text), _NODE_MEMORY.search(text)
+        what = f": its process held {held.group(1)} GB" if held else ""
+        if node:
+            what += f" when its node had {node.group(1)} of {node.group(2)} GB in use"
+        return (
+            f"was killed by Ray's memory monitor{what} (give trials more memory per node: "
+            "fewer at once, budget.max_concurrent, or bigger nodes)"
+        )
+    if "NodeDiedError" in text or "node has died" in text or "its node was terminated" in text:
+        return "lost its node"
+    return None
 
 
 def _short(value) -> str:

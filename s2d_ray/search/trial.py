@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s2d_ray import files
 from s2d_ray.distill import DistillConfig, DivergedError, run_distillation, run_name
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.methods import METHODS
@@ -120,12 +121,23 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
 
     last: dict[str, float] = {}
 
+    def send(metrics: dict[str, float]) -> None:
+        """A report with its checkpoint, uploaded to Tune's storage: a bucket that drops the
+        upload is retried with backoff (a restarted trial would lose its progress since the
+        last checkpoint)."""
+        checkpoint = tune.Checkpoint.from_directory(config.out)
+        files.retrying(
+            None,
+            f"Tune's storage (trial {trial_id}'s report)",
+            lambda: tune.report(metrics, checkpoint=checkpoint),
+        )
+
     def report(iteration: int, metrics: dict[str, float]) -> None:
         metrics = {**metrics, "iteration": iteration}
         if iteration == config.iterations:  # after the set is saved: Tune may stop us at once
             last.update(metrics)
             return
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(config.out))
+        send(metrics)
 
     tags = {"s2d.search": inputs.space.name, "s2d.trial_id": trial_id}
     tags |= {"s2d.data": inputs.data}  # lineage: what the trial was distilled from
@@ -149,4 +161,4 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
         failed = {"val_top1": 0.0, "stored_mib": exc.stored_mib, "diverged": 1.0}
         tune.report(failed | {"error": str(exc)[:200]})
         return
-    tune.report(last, checkpoint=tune.Checkpoint.from_directory(config.out))
+    send(last)

@@ -24,6 +24,7 @@ from s2d_ray import files
 from s2d_ray.cluster import init_ray, run_with_resources
 from s2d_ray.config import StrictConfig, absolute_uri, config_fingerprint
 from s2d_ray.methods import METHODS, smoke_settings
+from s2d_ray.search import tune_fixes
 from s2d_ray.search.inputs import ensure_inputs
 from s2d_ray.search.lines import TrialLines
 from s2d_ray.search.results import (
@@ -182,7 +183,8 @@ def run_experiment(
     from ray import tune
 
     path = f"{storage.rstrip('/')}/{name}"
-    restoring = tune.Tuner.can_restore(path)  # before a new Tuner writes its state there
+    where, fs = files.ray_storage(path)
+    restoring = tune.Tuner.can_restore(where, fs)  # before a new Tuner writes its state there
     budget = inputs.space.budget
     lines = TrialLines(budget.trials, budget.iterations)
     tuner = build_tuner(inputs, storage, name, retries, lines)
@@ -218,18 +220,23 @@ def build_tuner(
     from ray.tune.search.optuna import OptunaSearch
 
     space, budget = inputs.space, inputs.space.budget
+    tune_fixes.apply()
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(run_trial, inputs=inputs), resources)
-    path = f"{storage.rstrip('/')}/{name}"
+    where, fs = files.ray_storage(f"{storage.rstrip('/')}/{name}")
     # Every report carries the trial's checkpoint and Tune keeps one, so it snapshots its
     # state at every report, as resuming needs; its warning about that would repeat each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # TrialLines reports the trials; Tune's newer console output prints its configuration
     # and paths tables whatever the verbosity, its older one is silent at verbose=0
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if tune.Tuner.can_restore(path):
+    if tune.Tuner.can_restore(where, fs):
         return tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            where,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=fs,
         )
     objective = space.objective
     points = [dict(p) for p in space.paper]
@@ -261,7 +268,8 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage,
+            storage_path=files.ray_storage(storage)[0],
+            storage_filesystem=fs,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=retries),
             verbose=0,  # TrialLines says what happens, a line per report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,16 +33,24 @@ def start_local_server(
     workers: int = 1,
     timeout_s: float = 120.0,
     log_file: str | Path | None = None,
+    auth: bool = False,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """Launch ``mlflow server`` and wait for ``GET /health``; returns ``(url, process)``.
 
-    Binds 127.0.0.1 by default (the server has no auth). ``port=0`` picks a free port.
+    Binds 127.0.0.1 by default (no auth unless ``auth``). ``port=0`` picks a free port.
     The server runs in its own process group (uvicorn workers, job runner); stop it with
     :func:`stop_local_server`. Should this process die first, the server stops itself.
+
+    ``auth``: MLflow's basic-auth app, for a server other processes reach (a cluster's head):
+    every request but ``/health`` needs a user; the admin is the user named by
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (:func:`auth_env`).
     """
     port = port or _free_port(host)
-    artifacts = Path(artifacts_dir).expanduser().resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
+    artifacts = str(artifacts_dir)
+    if "://" not in artifacts:  # a bucket (s3://...) is used as it is: boto3 in the server
+        local = Path(artifacts).expanduser().resolve()
+        local.mkdir(parents=True, exist_ok=True)
+        artifacts = str(local)
     # the guard stops the server if this process dies without stopping it (SIGKILL)
     guard = [sys.executable, "-m", "s2d_ray.tracking.guard", str(os.getpid()), "--"]
     cmd = [
@@ -53,7 +62,7 @@ def start_local_server(
         "--backend-store-uri",
         absolutize_tracking_uri(backend_uri),
         "--artifacts-destination",
-        str(artifacts),
+        artifacts,
         "--host",
         host,
         "--port",
@@ -63,6 +72,9 @@ def start_local_server(
     ]
     env = dict(os.environ)
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
+        env |= auth_env(backend_uri)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(
@@ -90,6 +102,40 @@ def start_local_server(
     raise TimeoutError(
         f"mlflow server at {url} not healthy after {timeout_s:.0f} s{_tail(log_file)}"
     )
+
+
+def auth_env(backend_uri: str) -> dict[str, str]:
+    """The basic-auth app's settings for a server on the sqlite store ``backend_uri``: its
+    users beside the store (``mlflow-auth.db``), nobody allowed anything by default, and the
+    admin from the environment (never from a file, never on a command line)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user or not password:
+        raise ValueError(
+            "an authenticated MLflow server needs MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD in the environment (its admin, and what clients send)"
+        )
+    uri = absolutize_tracking_uri(backend_uri)
+    if not uri.startswith("sqlite:///"):
+        raise ValueError(f"basic auth here keeps its users beside an sqlite store, not {uri}")
+    folder = Path(uri.removeprefix("sqlite:///")).parent
+    config = folder / "mlflow-auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{folder / 'mlflow-auth.db'}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_USERNAME": user,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        # the app's CSRF protection signs with it; one per server start is enough
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get(
+            "MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32)
+        ),
+    }
 
 
 def _tail(log_file: str | Path | None, lines: int = 20) -> str:

@@ -151,6 +151,16 @@ def token_env():
 
 
 @pytest.fixture
+def mlflow_server(tmp_path):
+    """A tracking server every node reaches (the store a search with --storage needs)."""
+    from s2d_ray.tracking import start_local_server, stop_local_server
+
+    url, proc = start_local_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+    yield url
+    stop_local_server(proc)
+
+
+@pytest.fixture
 def make_cluster(token_env):
     """``make_cluster(n)``: a head with no CPUs and ``n`` one-CPU worker nodes, this
     process connected to it as a driver. Only the Ray processes it started are stopped."""
@@ -158,12 +168,20 @@ def make_cluster(token_env):
 
     started: list[LocalCluster] = []
 
-    def make(num_workers: int = 3) -> LocalCluster:
-        from s2d_ray.cluster import init_ray
+    def make(num_workers: int = 3, runtime_env: dict | None = None) -> LocalCluster:
+        """``runtime_env``: merged into the product's worker environment (a test's hook)."""
+        from s2d_ray.cluster import worker_runtime_env
 
         local = start_cluster(num_workers)
         started.append(local)
-        init_ray(address=local.address, log_to_driver=False)
+        env = worker_runtime_env()
+        if runtime_env:
+            env = {
+                **env,
+                **runtime_env,
+                "env_vars": env["env_vars"] | runtime_env.get("env_vars", {}),
+            }
+        ray.init(address=local.address, log_to_driver=False, runtime_env=env)
         return local
 
     yield make

@@ -15,20 +15,12 @@ import pytest
 from mlflow import MlflowClient
 
 from s2d_ray.cli import main
-from s2d_ray.tracking import start_local_server, stop_local_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1200)]
 
 # long enough a trial to lose its node between two reports: 4 reports, one every 5 iterations
 WINDOW = ["--set", "budget.iterations=20", "--set", "budget.eval_every=5"]
 ONE_CPU = ["--set", "resources.cpu=1"]  # one trial per one-CPU node
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    url, proc = start_local_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
-    yield url
-    stop_local_server(proc)
 
 
 def smoke_storage(tmp_path: Path, embedded_small: str, embedded_experts: str) -> Path:

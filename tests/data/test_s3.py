@@ -18,6 +18,8 @@ from s2d_ray.data import ClipDataset, ClipShards
 from s2d_ray.experts.store import CorruptSnapshotError, TrajectoryStore
 from s2d_ray.files import StorageUnavailable
 
+pytestmark = pytest.mark.slow  # a minute of preparing and outages
+
 PREPARE = ["prepare", "--dataset", "embedded", "--max-videos-per-class", "2", "--local"]
 PREPARE += ["--videos-per-shard", "4"]
 

@@ -244,3 +244,38 @@ def test_pareto_front_keeps_the_undominated_trials():
         result("mid", 0.5, stored_mib=0.4),
     ]
     assert [r["trial_id"] for r in pareto_front(results)] == ["small", "mid", "big"]
+
+
+def test_tune_does_not_copy_cloud_credentials_into_trials_runtime_envs(monkeypatch):
+    """Tune would copy the driver's AWS keys into every trial's runtime_env, which Ray's
+    runtime-env agent logs in clear on each node; trials take them from their node."""
+    from ray.tune.execution import class_cache
+
+    from s2d_ray.search.tune_fixes import SECRET_ENV_VARS, keep_secrets_out_of_runtime_envs
+
+    monkeypatch.setattr(
+        class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE)
+    )
+    assert "AWS_SECRET_ACCESS_KEY" in class_cache.ENV_VARS_TO_PROPAGATE  # Ray's default
+    keep_secrets_out_of_runtime_envs()
+    assert not set(SECRET_ENV_VARS) & class_cache.ENV_VARS_TO_PROPAGATE
+    assert "PL_DISABLE_FORK" in class_cache.DEFAULT_ENV_VARS  # the rest as Ray has it
+
+
+def test_an_oom_killed_trial_reaches_tune_as_an_actor_death_naming_the_memory(monkeypatch):
+    """Tune's actor manager raises on Ray's OutOfMemoryError and stops the whole search;
+    handed over as an actor death the trial fails alone (its error text keeps Ray's)."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    from s2d_ray.search.tune_fixes import oom_killed_trials_fail_alone
+
+    seen = []
+    monkeypatch.setattr(RayActorManager, "_actor_task_failed", lambda s, t, e: seen.append(e))
+    oom_killed_trials_fail_alone()
+    oom_killed_trials_fail_alone()  # once only, whatever the calls
+    RayActorManager._actor_task_failed(None, None, OutOfMemoryError("was 9.1GB used / 9.5GB"))
+    RayActorManager._actor_task_failed(None, None, ValueError("other"))
+    assert isinstance(seen[0], RayActorError) and "was 9.1GB used / 9.5GB" in str(seen[0])
+    assert str(seen[0]).startswith("OutOfMemoryError: ")
+    assert isinstance(seen[1], ValueError)
