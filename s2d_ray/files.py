@@ -74,9 +74,10 @@ def retrying(fs: pafs.FileSystem | None, what: str, call: Callable[[], T]) -> T:
         except OSError as exc:
             waited = time.monotonic() - started
             if waited + delay > budget:
+                where = what if fs is None or "://" in what else f"{fs.type_name}://{what}"
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise StorageUnavailable(
-                    f"storage did not answer for {waited:.0f} s ({tries} tries) at {what}: "
+                    f"storage did not answer for {waited:.0f} s ({tries} tries) at {where}: "
                     f"{first_line}; check the endpoint and credentials, then run the same "
                     f"command again (what was written is kept; {RETRY_ENV} sets the wait)"
                 ) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,30 @@ def pytest_configure(config) -> None:
         os.environ["S2D_CACHE_DIR"] = config._s2d_cache = tempfile.mkdtemp(prefix="s2d-cache-")
 
 
+def pytest_sessionstart(session) -> None:
+    """A multi-node run (``-m cluster``) turns token auth on before anything imports Ray:
+    Ray's core reads the auth mode and token once per process (tests/cluster/conftest.py)."""
+    if "cluster" in (session.config.option.markexpr or ""):
+        session.config._s2d_cluster_tmp = set_cluster_env()
+
+
+def set_cluster_env() -> str:
+    """Token auth on (``Cluster`` does not turn it on itself), one token for the run, and a
+    short private Ray temp folder: ``Cluster.shutdown()`` deletes
+    ``<tmp>/ray/ray_current_cluster``, which would clobber another Ray instance on the
+    machine. Before any test module imports Ray."""
+    tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
+    os.environ.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(16),
+            "RAY_TMPDIR": tmp,
+            "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        }
+    )
+    return tmp
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Multi-node tests start their own Ray cluster, which cannot share a process with the
     session's local Ray: they run only when asked for (``pytest -m cluster``)."""
@@ -32,6 +57,9 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def pytest_unconfigure(config) -> None:
+    cluster_tmp = getattr(config, "_s2d_cluster_tmp", None)
+    if cluster_tmp:
+        shutil.rmtree(cluster_tmp, ignore_errors=True)
     cache = getattr(config, "_s2d_cache", None)
     if cache:
         shutil.rmtree(cache, ignore_errors=True)

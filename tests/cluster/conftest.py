@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -128,26 +125,11 @@ def start_cluster(num_workers: int) -> LocalCluster:
 
 @pytest.fixture(scope="session")
 def token_env():
-    """Token auth on (``Cluster`` does not turn it on itself) and a short private Ray temp
-    folder: ``Cluster.shutdown()`` deletes ``<tmp>/ray/ray_current_cluster``, which would
-    clobber another Ray instance on the machine. One token for the session: Ray's core
-    reads it once per process."""
-    tmp = tempfile.mkdtemp(prefix="rc-", dir="/tmp")
-    env = {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(16),
-        "RAY_TMPDIR": tmp,
-        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield tmp
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    shutil.rmtree(tmp, ignore_errors=True)
+    """The private Ray temp folder of the run; token auth was turned on at session start
+    (tests/conftest.py: Ray's core reads the auth mode once per process)."""
+    if os.environ.get("RAY_AUTH_MODE") != "token" or "RAY_TMPDIR" not in os.environ:
+        pytest.fail("multi-node tests run as their own invocation: pytest -m cluster")
+    return os.environ["RAY_TMPDIR"]
 
 
 @pytest.fixture

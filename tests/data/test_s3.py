@@ -104,7 +104,7 @@ def test_a_long_outage_stops_with_one_line_naming_the_uri_and_the_rerun_resumes(
     (line,) = [x for x in err.splitlines() if x.startswith("s2d prepare: ")]
     assert "Traceback" not in err
     assert line.startswith("s2d prepare: error: storage did not answer for ")
-    assert f"{s3.bucket}/outage/embedded" in line
+    assert f" at s3://{s3.bucket}/outage/embedded/" in line
     assert "run the same command again" in line
     assert not [k for k in keys(s3, "outage/") if "/.tmp-" in k.rsplit("/", 1)[-1][:5]]
 
