@@ -8,6 +8,12 @@ import socket
 import threading
 
 
+def bucket_keys(s3, prefix: str = "") -> list[str]:
+    """Every key under ``prefix`` in the test bucket (the ``s3`` fixture), sorted."""
+    pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
 class PausableProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``pause()`` drops every open connection and
     refuses new ones until ``resume()`` (a storage outage, as the client sees one)."""

@@ -88,22 +88,32 @@ class LocalCluster:
             time.sleep(0.2)
         raise TimeoutError(f"node {node.node_id} still alive 60 s after removal")
 
-    def nodes_running(self, actor_class: str) -> list:
-        """The worker nodes where an actor of ``actor_class`` runs (found from each node's
-        raylet process tree, so no dashboard is needed)."""
+    def nodes_where(self, match) -> list:
+        """The worker nodes with a process for which ``match(psutil.Process)`` holds (found
+        from each node's raylet process tree, so no dashboard is needed)."""
         import psutil
         from ray._private import ray_constants
+
+        def matches(proc) -> bool:
+            try:
+                return match(proc)
+            except psutil.Error:  # gone meanwhile
+                return False
 
         found = []
         for node in self.workers:
             raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
             try:
                 children = psutil.Process(raylet.pid).children(recursive=True)
-                if any(actor_class in " ".join(c.cmdline()) for c in children):
-                    found.append(node)
             except psutil.Error:
                 continue
+            if any(matches(c) for c in children):
+                found.append(node)
         return found
+
+    def nodes_running(self, actor_class: str) -> list:
+        """The worker nodes where an actor of ``actor_class`` runs."""
+        return self.nodes_where(lambda proc: actor_class in " ".join(proc.cmdline()))
 
 
 def start_cluster(num_workers: int) -> LocalCluster:

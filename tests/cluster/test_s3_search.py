@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from s3 import bucket_keys
 
 import s2d_ray
 from s2d_ray.cli import main
@@ -47,11 +48,6 @@ def status(url: str, path: str, body: dict, user: str | None = None) -> int:
         return exc.code
 
 
-def keys(s3, prefix: str) -> list[str]:
-    pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
 class Outages(threading.Thread):
     """Drops the bucket for OUTAGE_S once an object matching each marker appears."""
 
@@ -63,7 +59,7 @@ class Outages(threading.Thread):
         deadline = time.monotonic() + 1200
         while self.markers and time.monotonic() < deadline:
             prefix, needle = self.markers[0]
-            if any(needle in key for key in keys(self.s3, prefix)):
+            if any(needle in key for key in bucket_keys(self.s3, prefix)):
                 refused = self.s3.refused
                 self.s3.pause()
                 time.sleep(OUTAGE_S)
@@ -127,7 +123,7 @@ def test_a_search_with_everything_in_a_bucket_rides_out_outages_and_leaks_no_sec
         assert [e.expert_id for e in experts.experts()] == [0] and experts.validate() == []
         first = capfd.readouterr()
         assert "Trial task failed" not in first.err, first.err[-3000:]  # no trial lost work
-        stored = keys(s3, "")
+        stored = bucket_keys(s3, "")
         assert not [k for k in stored if k.rsplit("/", 1)[-1].startswith(".tmp-")]
         assert any(k.endswith("distilled/tensors.safetensors") for k in stored)  # artefacts
         assert any(k.endswith("best/tensors.safetensors") for k in stored)
@@ -164,7 +160,7 @@ def test_a_search_with_everything_in_a_bucket_rides_out_outages_and_leaks_no_sec
     leaks = []
     for what, secret in secrets.items():
         leaks += [f"{what} in output/MLflow #{i}" for i, t in enumerate(texts) if secret in t]
-        for key in keys(s3, ""):  # every object: artefacts, sets, checkpoints, Tune's state
+        for key in bucket_keys(s3, ""):  # every object: artefacts, sets, checkpoints, Tune's state
             body = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
             if secret.encode() in body:
                 leaks.append(f"{what} in s3://{s3.bucket}/{key}")

@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -32,21 +31,6 @@ def smoke_storage(tmp_path: Path, embedded_small: str, embedded_experts: str) ->
     return storage
 
 
-def trial_node(cluster, trial_dir: str):
-    """The worker node whose process runs the trial (its working folder names the trial)."""
-    from ray._private import ray_constants
-
-    for node in cluster.workers:
-        raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
-        for proc in psutil.Process(raylet.pid).children(recursive=True):
-            try:
-                if trial_dir in proc.cwd():
-                    return node
-            except psutil.Error:
-                continue
-    return None
-
-
 def results(trial: Path) -> list[dict]:
     return [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
 
@@ -64,9 +48,11 @@ def test_a_trial_that_loses_its_node_resumes_elsewhere_from_its_checkpoint(
         while time.monotonic() < deadline:
             for checkpoint in storage.glob("tune/*/*/checkpoint_*"):
                 trial = checkpoint.parent.name
-                node = trial_node(cluster, trial)
-                if node is None:
+                # the trial's process works in a folder named after the trial
+                nodes = cluster.nodes_where(lambda proc, trial=trial: trial in proc.cwd())
+                if not nodes:
                     continue
+                (node,) = nodes
                 cluster.remove_worker(node)
                 for local in (workdir / "trials").iterdir():  # the node's disk goes too
                     if local.name in trial:
