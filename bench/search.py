@@ -69,10 +69,11 @@ from s2d_ray.distill import evaluate_items
 from s2d_ray.evaluation import with_own_settings
 from s2d_ray.methods import RealData
 from s2d_ray.models import resolve_device
+from s2d_ray.search.config import SearchConfig, load_config_space
 from s2d_ray.search.inputs import ensure_inputs
 from s2d_ray.search.spaces import SPACES_DIR
 from s2d_ray.search.trial import SearchInputs, final_protocol
-from s2d_ray.search.tuner import SearchConfig, experiment_name, load_config_space, run_experiment
+from s2d_ray.search.tuner import experiment_name, run_experiment
 from s2d_ray.synthetic import load_set
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
 from s2d_ray.tracking import TrackingConfig

@@ -87,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from s2d_ray.search.tuner import SearchConfig, run_search
+    from s2d_ray.search.config import SearchConfig
+    from s2d_ray.search.tuner import run_search
     from s2d_ray.tracking import TrackingConfig
 
     space = choose_space(args)

@@ -11,19 +11,15 @@ inputs under ``smoke/``, never where a real search would reuse them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from s2d_ray import files
 from s2d_ray.cluster import run_with_resources
 from s2d_ray.data.shards import MANIFEST as SHARDS_MANIFEST
 from s2d_ray.data.stream import ClipShards
 from s2d_ray.methods import METHODS, STATIC_METHODS, smoke_settings
+from s2d_ray.search.config import SearchConfig
 from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.synthetic.io import MANIFEST
 from s2d_ray.tracking import TrackingConfig
-
-if TYPE_CHECKING:
-    from s2d_ray.search.tuner import SearchConfig
 
 
 def ensure_inputs(

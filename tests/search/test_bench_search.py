@@ -110,8 +110,8 @@ def test_quickstart_problem_is_the_published_one_and_a_smoke_run_stays_small(
     bench, space, smoke, iterations, max_start_epoch
 ):
     """The bench keeps the problem its figures were measured on; a smoke run keeps its sizing."""
+    from s2d_ray.search.config import SearchConfig, load_config_space
     from s2d_ray.search.spaces import load_space
-    from s2d_ray.search.tuner import SearchConfig, load_config_space
 
     full = bench.ROOT / "tune_spaces" / "embedded_ipc1_s2d-mtt.yaml"
     path = bench.QUICKSTART if space == "quickstart" else full

@@ -9,18 +9,11 @@ import pytest
 
 from s2d_ray.methods.checkpoint import FOLDER
 from s2d_ray.search import load_space
+from s2d_ray.search.config import SearchConfig, load_config_space, smoke_space
 from s2d_ray.search.inputs import _ensure_experts, ensure_inputs, inputs_root
 from s2d_ray.search.results import best_trial, pareto_front
 from s2d_ray.search.trial import SearchInputs, final_protocol, restore_distillation, trial_config
-from s2d_ray.search.tuner import (
-    SearchConfig,
-    _sampler,
-    _scheduler,
-    experiment_name,
-    load_config_space,
-    smoke_space,
-    tune_param_space,
-)
+from s2d_ray.search.tuner import _sampler, _scheduler, experiment_name, tune_param_space
 from s2d_ray.tracking import TrackingConfig
 
 SPACES = Path(__file__).parents[2] / "tune_spaces"
