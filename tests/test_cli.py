@@ -42,6 +42,8 @@ def test_every_flag_has_help_and_says_its_default(command):
         for action in p._actions:
             if not action.option_strings or action.dest == "help":
                 continue
+            if action.help == argparse.SUPPRESS:  # an earlier spelling, not listed
+                continue
             flag = action.option_strings[-1]
             assert action.help, f"s2d {command} {flag} has no help"
             text = p.formatter_class("s2d")._get_help_string(action)
@@ -50,14 +52,56 @@ def test_every_flag_has_help_and_says_its_default(command):
     assert "SPEC" not in parser.format_help()  # users do not have our spec
 
 
+def shown_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags --help lists (earlier spellings are accepted but not shown)."""
+    return {o for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
+
+
 def test_one_flag_name_per_concept_across_commands():
-    flags = {
-        name: {o for a in p._actions for o in a.option_strings} for name, p in subcommands().items()
-    }
+    flags = {name: shown_flags(p) for name, p in subcommands().items()}
     for name in ("distill", "static", "evaluate"):
         assert {"--eval-epochs", "--eval-repeats", "--eval-lr", "--workdir"} <= flags[name]
     assert "--network" in flags["evaluate"] and "--arch" not in flags["evaluate"]
     assert not any("--repeats" in f for f in flags.values())
+
+
+@pytest.mark.parametrize(
+    "command, earlier, dest, value",
+    [
+        ("evaluate", ["--epochs", "7"], "eval_epochs", 7),
+        ("evaluate", ["--repeats", "2"], "eval_repeats", 2),
+        ("evaluate", ["--lr", "0.5"], "eval_lr", 0.5),
+        ("evaluate", ["--arch", "convnet_gru"], "network", "convnet_gru"),
+        ("evaluate", ["--micro-batch", "all"], "eval_micro_batch", None),
+        ("static", ["--no-eval"], "final_eval", False),
+        ("static", ["--eval"], "final_eval", True),
+        ("distill", ["--no-eval"], "final_eval", False),
+        ("distill", ["--eval"], "final_eval", True),
+    ],
+)
+def test_earlier_flag_spellings_keep_working(command, earlier, dest, value, capsys):
+    """Scripts written for the flags before the one `s2d` command still run: the earlier
+    spelling sets what the current one sets, and says once which flag replaced it."""
+    required = {
+        "evaluate": ["--data", "d", "set"],
+        "static": ["--data", "d", "--out", "o", "--spc", "1"],
+        "distill": ["--data", "d", "--out", "o", "--method", "dm", "--ipc", "1"],
+    }[command]
+    args = build_parser().parse_args([command, *required, *earlier])
+    assert getattr(args, dest) == value
+    if earlier[0] in ("--eval", "--no-eval"):  # a current flag: no note
+        assert capsys.readouterr().err == ""
+    else:
+        assert f"{earlier[0]} is now --" in capsys.readouterr().err
+        build_parser().parse_args([command, *required, *earlier])
+        assert capsys.readouterr().err == ""  # said once
+
+
+def test_judging_defaults_per_command():
+    parse = build_parser().parse_args
+    assert parse(["static", "--data", "d", "--out", "o", "--spc", "1"]).final_eval is False
+    distill = ["distill", "--data", "d", "--out", "o", "--method", "dm", "--ipc", "1"]
+    assert parse(distill).final_eval is True
 
 
 def test_s2d_help_lists_every_command_from_any_folder(tmp_path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from typing import ClassVar
 
 from s2d_ray.tracking import TrackingConfig
 from s2d_ray.tracking.config import experiment_for
@@ -40,6 +42,44 @@ def micro_batch_arg(value: str) -> int | str | None:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected auto, all or a number: {value!r}") from None
+
+
+class _EarlierSpelling(argparse.Action):
+    """A flag's earlier name (DESIGN.md: a flag, once shipped, keeps working): it sets what
+    the current flag sets and says once, on stderr, which flag replaced it."""
+
+    told: ClassVar[set[str]] = set()  # each earlier spelling is pointed out once per process
+
+    def __init__(self, option_strings, dest, current: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if option_string not in self.told:
+            self.told.add(option_string)
+            print(
+                f"{parser.prog}: note: {option_string} is now {self.current}; the earlier "
+                "spelling still works",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_earlier_spellings(p: argparse.ArgumentParser, spellings: dict[str, str]) -> None:
+    """Each earlier flag name of ``spellings`` (old -> current) accepted as the current one
+    (same destination and type), hidden from --help."""
+    actions = {o: a for a in p._actions for o in a.option_strings}
+    for old, current in spellings.items():
+        action = actions[current]
+        p.add_argument(
+            old,
+            dest=action.dest,
+            type=action.type,
+            action=_EarlierSpelling,
+            current=current,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
 
 
 def add_data(p: argparse.ArgumentParser, required: bool = True) -> None:

@@ -22,12 +22,21 @@ from s2d_ray.commands.common import (
     UsageError,
     add_data,
     add_device_seed,
+    add_earlier_spellings,
     add_eval,
     add_tracking,
     print_tracking,
     tracking_for,
 )
 
+# the flags of jobs/evaluate.py before the one `s2d` command (DESIGN.md: they keep working)
+EARLIER_SPELLINGS = {
+    "--arch": "--network",
+    "--epochs": "--eval-epochs",
+    "--lr": "--eval-lr",
+    "--repeats": "--eval-repeats",
+    "--micro-batch": "--eval-micro-batch",
+}
 SUMMARY = "judge distilled sets beside random real clips (and the full data)"
 MIB = 2**20
 
@@ -41,8 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the network trained on each set: convnet3d, convnet_gru, convnet_lstm",
     )
     add_eval(p)
+    add_earlier_spellings(p, EARLIER_SPELLINGS)
     p.add_argument(
-        "--no-standardize", action="store_true", help="skip the per-batch standardisation"
+        "--no-standardize",
+        action="store_true",
+        help="skip the per-batch standardisation (FRePo sets never have it, as FRePo's own "
+        "evaluation)",
     )
     p.add_argument("--full-data", action="store_true", help="add training on all real clips")
     p.add_argument("--no-baseline", action="store_true", help="skip the random real baseline")
@@ -54,21 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from s2d_ray.distill import report_splits
-    from s2d_ray.evaluation import EvalConfig
     from s2d_ray.methods import RealData
     from s2d_ray.models import resolve_device
 
     if not args.paths and not args.full_data:
         raise UsageError("give at least one distilled set folder, or --full-data")
-    given = {"epochs": 2 if args.smoke_test else args.eval_epochs, "lr": args.eval_lr}
-    config = EvalConfig(  # only what was given: the rest may be each set's own settings
-        arch=args.network,
-        repeats=1 if args.smoke_test else args.eval_repeats,
-        standardize=not args.no_standardize,
-        micro_batch=args.eval_micro_batch,
-        seed=args.seed,
-        **{k: v for k, v in given.items() if v is not None},
-    )
+    config = protocol_from_args(args)
     device = resolve_device(args.device)
     real = RealData.open(args.data, device)
     test, also = report_splits(real)
@@ -88,6 +92,25 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in failed.items():
         print(f"s2d evaluate: error: {path}: {reason}", file=sys.stderr)
     return 2 if failed else 0
+
+
+def protocol_from_args(args: argparse.Namespace):
+    """The protocol the flags ask for, holding only what was given: the rest may be each
+    set's own settings (MTT's learnt lr, FRePo's whole protocol, unstandardised)."""
+    from s2d_ray.evaluation import EvalConfig
+
+    given = {
+        "epochs": 2 if args.smoke_test else args.eval_epochs,
+        "lr": args.eval_lr,
+        "standardize": False if args.no_standardize else None,
+    }
+    return EvalConfig(
+        arch=args.network,
+        repeats=1 if args.smoke_test else args.eval_repeats,
+        micro_batch=args.eval_micro_batch,
+        seed=args.seed,
+        **{k: v for k, v in given.items() if v is not None},
+    )
 
 
 def judge_all(args, config, real, test, also):

@@ -40,20 +40,14 @@ def add_common(p: argparse.ArgumentParser, *, judge: bool = True) -> None:
         help="iterations between evaluations on the val split; 0: at the end only",
     )
     add_eval(p)
-    if judge:
-        p.add_argument(
-            "--no-eval",
-            dest="final_eval",
-            action="store_false",
-            help="skip the final evaluation (the set beside random real clips, on test)",
-        )
-    else:
-        p.add_argument(
-            "--eval",
-            dest="final_eval",
-            action="store_true",
-            help="judge the set at the end (beside random real clips, on test; default: no)",
-        )
+    p.add_argument(
+        "--eval",
+        dest="final_eval",
+        action=argparse.BooleanOptionalAction,
+        default=judge,
+        help="judge the set at the end, beside random real clips, on test (default: "
+        + ("yes; --no-eval skips it)" if judge else "no)"),
+    )
     p.add_argument(
         "--storage-dtype",
         choices=["float32", "float16"],

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from s2d_ray import files
 from s2d_ray.config import config_fingerprint
 from s2d_ray.data.clips import ClipDataset
-from s2d_ray.evaluation.protocol import EvalConfig, EvalResult, evaluate_real, evaluate_set
+from s2d_ray.evaluation.protocol import (
+    EvalConfig,
+    EvalResult,
+    evaluate_real,
+    evaluate_set,
+    with_own_settings,
+)
 from s2d_ray.methods.real import RealData
 
 MIB = 2**20
@@ -23,7 +29,9 @@ def random_baseline(
     config: EvalConfig,
     also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
-    """ipc random real videos per class, evaluated exactly like the set it sits beside."""
+    """ipc random real videos per class, evaluated exactly like the set it sits beside
+    (a cross-architecture network's own epochs and lr included, as the set gets them)."""
+    config = with_own_settings(config, {})
 
     def run() -> EvalResult:
         clips, labels = real.random_videos(ipc, config.seed)
@@ -40,7 +48,9 @@ def full_data_baseline(
     flip: bool,
     also: Sequence[ClipDataset] = (),
 ) -> EvalResult:
-    """The protocol trained on every real training clip: the upper-bound row."""
+    """The protocol trained on every real training clip: the upper-bound row (with a
+    cross-architecture network's own epochs and lr, as the rows beside it)."""
+    config = with_own_settings(config, {})
 
     def run() -> EvalResult:
         return evaluate_real(real.train, test, config, flip=flip, device=real.device, also=also)

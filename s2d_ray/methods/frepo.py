@@ -13,7 +13,9 @@ reference), with the label-margin term −mean_s min(top1(Y_s) − top2(Y_s), 1/
 learnt label decisive. The regulariser's trace takes part in the gradient. Adam moves the
 synthetic parameters (FRePo: the videos, lr_img; S2D-FRePo: the dynamic memory, lr_dynamic,
 and H, lr_hal) and the labels (lr_label), every group's lr following a cosine from its value
-down to 0.1x over the run's iterations.
+to one floor shared by all groups, as the reference's ``CosineAnnealingLR(eta_min=0.1 *
+lr_h)``: ``final_lr_factor`` x lr_hal (S2D-FRePo), x lr_img (FRePo). A group whose lr is
+below the floor rises to it, as PyTorch's schedule does.
 
 The pool: ``pool_size`` ConvNet3D parameter vectors. After its use, a network takes one Adam
 step (``online_lr``) of MSE on the synthetic set and its labels (the values of that iteration,
@@ -43,7 +45,8 @@ from s2d_ray.seeding import derive_seed, numpy_rng, torch_generator
 from s2d_ray.synthetic.temporal import TemporalConfig
 
 # SPEC §5: FRePo and S2D-FRePo sets are evaluated as FRePo's own code does (its
-# ``evaluate_synset``): AdamW, warm-up then cosine, MSE on label vectors, 1000 epochs.
+# ``evaluate_synset``): AdamW, warm-up then cosine, MSE on label vectors, 1000 epochs, and
+# no per-batch standardisation (its evaluation loop feeds the clips as they are).
 FREPO_PROTOCOL = {
     "optimizer": "adamw",
     "lr": 1e-4,
@@ -51,6 +54,7 @@ FREPO_PROTOCOL = {
     "schedule": "warmup_cosine",
     "loss": "mse",
     "epochs": 1000,
+    "standardize": False,
 }
 
 
@@ -66,7 +70,10 @@ class FRePoConfig(TemporalConfig):
     learn_labels: bool = True
     lr_label: float = Field(default=1e-3, gt=0, description="Adam lr of learnt labels")
     final_lr_factor: float = Field(
-        default=0.1, gt=0, le=1, description="the synthetic lr's cosine ends at this share"
+        default=0.1,
+        gt=0,
+        le=1,
+        description="the synthetic lrs' cosine ends at this share of lr_img (S2D: lr_hal)",
     )
     network: str = "convnet3d"
 
@@ -210,20 +217,21 @@ class _FeatureRegression(DistillMethod):
             labels = self.synthetic.learn_labels(self.initial_labels)
             self.labels_groups = [{"params": [labels], "lr": config.lr_label}]
 
-    def _adam(self, groups: list[dict]) -> None:
+    def _adam(self, groups: list[dict], floor_of: float) -> None:
+        """Adam over ``groups`` and the labels; every lr's cosine ends at final_lr_factor x
+        ``floor_of`` (the reference's one eta_min)."""
         self.optimizers = [torch.optim.Adam(groups + self.labels_groups)]
         self.base_lrs = [g["lr"] for g in self.optimizers[0].param_groups]
+        self.lr_floor = self.config.final_lr_factor * floor_of
 
     def _schedule(self, iteration: int) -> None:
-        """Each group's lr at ``iteration``: a cosine from its value to final_lr_factor x."""
+        """Each group's lr at ``iteration``: a cosine from its value to the shared floor."""
         total = self.context.iterations
         if not total:
             return
-        final = self.config.final_lr_factor
         cosine = 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
-        factor = final + (1 - final) * cosine
         for group, base in zip(self.optimizers[0].param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
+            group["lr"] = self.lr_floor + (base - self.lr_floor) * cosine
 
     def loss(self, iteration: int) -> torch.Tensor:
         return self._loss(iteration)[0]
@@ -285,7 +293,7 @@ class FRePo(_FeatureRegression):
         super().__init__(config, context)
         self.synthetic = real_initialised_videos(config, context)
         self._setup(config, context)
-        self._adam([{"params": [self.synthetic.items], "lr": config.lr_img}])
+        self._adam([{"params": [self.synthetic.items], "lr": config.lr_img}], config.lr_img)
 
 
 @register_method("s2d-frepo")
@@ -299,4 +307,4 @@ class S2DFRePo(_FeatureRegression):
         super().__init__(config, context)
         self.synthetic = build_memory(config, context)
         self._setup(config, context)
-        self._adam(s2d_groups(self.synthetic, config))
+        self._adam(s2d_groups(self.synthetic, config), config.lr_hal)

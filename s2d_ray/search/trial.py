@@ -22,6 +22,7 @@ from s2d_ray.distill import DistillConfig, DivergedError, run_distillation, run_
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.methods import METHODS
 from s2d_ray.methods.checkpoint import FOLDER
+from s2d_ray.search.searcher import FINAL
 from s2d_ray.search.spaces import SearchSpace
 from s2d_ray.seeding import derive_seed
 from s2d_ray.tracking import TrackingConfig
@@ -133,7 +134,8 @@ def run_trial(point: dict[str, Any], inputs: SearchInputs) -> None:
         )
 
     def report(iteration: int, metrics: dict[str, float]) -> None:
-        metrics = {**metrics, "iteration": iteration}
+        # FINAL: the searcher takes only a full-budget report as a trial's score
+        metrics = {**metrics, "iteration": iteration, FINAL: iteration == config.iterations}
         if iteration == config.iterations:  # after the set is saved: Tune may stop us at once
             last.update(metrics)
             return

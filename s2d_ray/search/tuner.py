@@ -33,6 +33,12 @@ from s2d_ray.search.results import (
     random_reference,
     trial_results,
 )
+from s2d_ray.search.searcher import (
+    budget_aware_search,
+    study_name,
+    study_storage,
+    unscored_points,
+)
 from s2d_ray.search.spaces import Choice, IntRange, LogUniform, SearchSpace
 from s2d_ray.search.trial import SearchInputs, run_trial
 from s2d_ray.synthetic.io import MANIFEST, TENSORS
@@ -115,19 +121,21 @@ def run_experiment(
     restoring = tune.Tuner.can_restore(where, fs)  # before a new Tuner writes its state there
     budget = inputs.space.budget
     lines = TrialLines(budget.trials, budget.iterations)
-    tuner = build_tuner(inputs, storage, name, retries, lines)
-    if restoring:
-        try:
-            grid = tuner.get_results()
-        except RuntimeError:  # stopped before Tune saved any trial
-            grid = None
-        if grid is not None and _finished(grid, inputs.space.budget.trials):
-            print(f"search: {path} is finished; reporting it", flush=True)
-            return grid
-        print(f"search: resuming {path}", flush=True)
-    if reference is not None:  # only when trials run: a finished search needs none
-        lines.reference = reference()
-    return tuner.fit()
+    study = study_name(inputs.space)
+    with study_storage(storage, inputs.workdir, study) as optuna_storage:
+        tuner = build_tuner(inputs, storage, name, retries, lines, optuna_storage)
+        if restoring:
+            try:
+                grid = tuner.get_results()
+            except RuntimeError:  # stopped before Tune saved any trial
+                grid = None
+            if grid is not None and _finished(grid, inputs.space.budget.trials):
+                print(f"search: {path} is finished; reporting it", flush=True)
+                return grid
+            print(f"search: resuming {path}", flush=True)
+        if reference is not None:  # only when trials run: a finished search needs none
+            lines.reference = reference()
+        return tuner.fit()
 
 
 def _finished(grid, trials: int) -> bool:
@@ -141,11 +149,13 @@ def build_tuner(
     name: str,
     retries: int = 0,
     lines: TrialLines | None = None,
+    optuna_storage=None,
 ):
-    """A new Tuner, or the interrupted one restored (same trials, same searcher state)."""
+    """A new Tuner, or the interrupted one restored (same trials, same searcher state).
+    ``optuna_storage``: where the study persists (``searcher.study_storage``); None keeps it
+    in memory."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     space, budget = inputs.space, inputs.space.budget
     tune_fixes.apply()
@@ -167,20 +177,19 @@ def build_tuner(
             storage_filesystem=fs,
         )
     objective = space.objective
+    study = study_name(space)
     points = [dict(p) for p in space.paper]
-    sampler = _sampler(space)
+    if optuna_storage is not None:
+        points = unscored_points(points, optuna_storage, study)
+    common = {"points_to_evaluate": points, "sampler": _sampler(space)}
+    common |= {"storage": optuna_storage, "study_name": study}
     if objective.pareto_bytes:
-        searcher = OptunaSearch(
-            metric=[objective.metric, "stored_mib"],
-            mode=[objective.mode, "min"],
-            points_to_evaluate=points,
-            sampler=sampler,
+        searcher = budget_aware_search(
+            metric=[objective.metric, "stored_mib"], mode=[objective.mode, "min"], **common
         )
         scheduler, metric, mode = None, None, None  # the searcher holds both objectives
     else:
-        searcher = OptunaSearch(
-            metric=objective.metric, mode=objective.mode, points_to_evaluate=points, sampler=sampler
-        )
+        searcher = budget_aware_search(metric=objective.metric, mode=objective.mode, **common)
         scheduler = _scheduler(space)
         metric, mode = objective.metric, objective.mode
     return tune.Tuner(

@@ -227,6 +227,27 @@ def test_baselines_are_trained_once_per_dataset_and_protocol(real, data, monkeyp
     assert trained[2:] == ["evaluate_real", "evaluate_set"]  # another protocol or ipc: trained
 
 
+@pytest.mark.parametrize("arch", ["convnet_gru", "convnet_lstm"])
+def test_rows_beside_a_cross_architecture_set_get_its_protocol(real, data, monkeypatch, arch):
+    """Every row of a table is judged alike: on CNN+GRU / CNN+LSTM the set trains 100 epochs
+    at 1e-2 (SPEC §5), and so do the random real and full-data rows beside it (they trained
+    500 at the protocol's default before)."""
+    from s2d_ray.evaluation import full_data_baseline, random_baseline, report
+
+    seen = []
+    monkeypatch.setattr(
+        report, "_cached", lambda real, name, extra, config, *a: seen.append(config)
+    )
+    config = EvalConfig(arch=arch, repeats=1)
+    random_baseline(real, data[0], 1, config)
+    full_data_baseline(real, data[0], config, flip=False)
+    own = with_own_settings(config, {"lr": 0.003, "epochs": 500})  # the set's, e.g. MTT's
+    assert [(c.epochs, c.lr) for c in seen] == [(own.epochs, own.lr)] * 2 == [(100, 0.01)] * 2
+    given = EvalConfig(arch=arch, epochs=7, repeats=1)  # what the user sets holds for all rows
+    random_baseline(real, data[0], 1, given)
+    assert seen[-1].epochs == 7 == with_own_settings(given, {}).epochs
+
+
 def test_static_and_dynamic_groups_split_the_classes_and_are_cached(embedded_small):
     shards = ClipShards(embedded_small)
     groups = class_groups(shards, epochs=1, clips_per_class=4)

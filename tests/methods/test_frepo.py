@@ -132,7 +132,9 @@ def test_the_ridge_s_trace_is_in_the_gradient():
     assert not torch.allclose(with_trace, support.grad)
 
 
-def test_the_synthetic_lr_follows_a_cosine_to_a_tenth(real):
+def test_the_synthetic_lrs_follow_a_cosine_to_one_shared_floor(real):
+    """As the reference's CosineAnnealingLR(eta_min=0.1 * lr_h): one absolute floor for every
+    group (FRePo: 0.1 lr_img), not a tenth of each group's own lr."""
     cls = get_method("frepo")
     context = DistillContext(real, ipc=1, seed=0, iterations=10)
     method = cls(cls.Config(**SMALL), context)
@@ -140,14 +142,41 @@ def test_the_synthetic_lr_follows_a_cosine_to_a_tenth(real):
     for iteration in (0, 5, 10):
         method._schedule(iteration)
         lrs.append([g["lr"] for g in method.optimizers[0].param_groups])
-    assert lrs[0] == [1e-2, 1e-3]  # videos at lr_img, labels at lr_label
-    assert lrs[1] == pytest.approx([0.55e-2, 0.55e-3])
-    assert lrs[2] == pytest.approx([1e-3, 1e-4])
+    assert lrs[0] == pytest.approx([1e-2, 1e-3])  # videos at lr_img, labels at lr_label
+    assert lrs[1] == pytest.approx([0.55e-2, 1e-3])  # the labels' lr is the floor already
+    assert lrs[2] == pytest.approx([1e-3, 1e-3])
+
+
+def test_s2d_frepo_lrs_end_at_a_tenth_of_lr_hal(real, tmp_path):
+    """S2D-FRePo: the dynamic memory (lr_dynamic 0.1), H (lr_hal 1e-3) and the labels all end
+    at 1e-4, the reference's eta_min = 0.1 * lr_h."""
+    from s2d_ray.synthetic import SyntheticImages
+
+    _, c, h, w = real.clip_shape
+    static = SyntheticImages(torch.randn(real.num_classes, c, h, w), real.num_classes)
+    cls = get_method("s2d-frepo")
+    context = DistillContext(real, ipc=1, seed=0, static=static, iterations=10)
+    config = cls.Config(**SMALL, lr_dynamic=0.1, lr_hal=1e-3, lr_label=3e-3)
+    method = cls(config, context)
+    method._schedule(10)
+    assert [g["lr"] for g in method.optimizers[0].param_groups] == pytest.approx([1e-4] * 3)
+    method._schedule(5)
+    halfway = [0.1, 1e-3, 3e-3]
+    assert [g["lr"] for g in method.optimizers[0].param_groups] == pytest.approx(
+        [1e-4 + (lr - 1e-4) / 2 for lr in halfway]
+    )
 
 
 def test_frepo_sets_are_evaluated_as_spec_says_unless_the_user_says_otherwise(real):
+    from s2d_ray.cli import build_parser
+    from s2d_ray.commands.evaluate import protocol_from_args
+
     own = build(real).eval_overrides()
     assert own == FREPO_PROTOCOL
     assert with_own_settings(EvalConfig(), own).model_dump()["epochs"] == 1000
+    # the reference's FRePo evaluation feeds clips unstandardised, `s2d evaluate` included
+    flags = build_parser().parse_args(["evaluate", "set", "--data", "d"])
+    assert with_own_settings(protocol_from_args(flags), own).standardize is False
+    assert with_own_settings(EvalConfig(), {}).standardize is True  # every other set
     given = with_own_settings(EvalConfig(epochs=50), own)
     assert (given.epochs, given.lr, given.optimizer) == (50, 1e-4, "adamw")

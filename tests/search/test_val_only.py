@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from s2d_ray.data.clips import ClipDataset
 from s2d_ray.data.stream import ClipShards
 from s2d_ray.distill import run_distillation
 from s2d_ray.search import load_space
@@ -24,18 +25,21 @@ SMALL = ["budget.iterations=2", "budget.eval_every=1", "budget.eval_epochs=1"]
 SMALL += ["fixed.max_start_epoch=2", "fixed.batch_syn=5"]
 
 
+def relabel(path: Path) -> None:
+    table = pq.read_table(path)
+    labels = pa.array([0] * len(table), pa.int32())
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", labels), path)
+
+
 def poisoned_copy(data: str, out: Path) -> str:
-    """The shards with every test clip relabelled to class 0 (test accuracy garbage)."""
+    """The shards with every test clip relabelled to class 0 (test accuracy garbage), in the
+    shards and in the row index readers take labels from."""
     shutil.copytree(data, out)
     manifest = json.loads((out / "dataset.json").read_text())
     for shard in manifest["shards"]:
         if shard["split"] == "test":
-            path = out / shard["path"]
-            table = pq.read_table(path)
-            labels = pa.array([0] * len(table), pa.int32())
-            pq.write_table(
-                table.set_column(table.schema.get_field_index("label"), "label", labels), path
-            )
+            relabel(out / shard["path"])
+    relabel(out / manifest["row_index"]["test"]["path"])
     return str(out)
 
 
@@ -61,15 +65,19 @@ def test_poisoned_test_labels_change_no_report_and_no_pick(
 ):
     clean = reports(embedded_small, embedded_experts, tmp_path / "clean")
     poisoned_data = poisoned_copy(embedded_small, tmp_path / "poisoned-data")
-    # and any read of the test split during the trials fails outright
-    files = ClipShards.files
+    assert set(ClipDataset(ClipShards(poisoned_data), "test").labels.tolist()) == {0}
+    assert len(set(ClipDataset(ClipShards(embedded_small), "test").labels.tolist())) > 1
+    # and any look at the test split during the trials fails outright: every reader plans
+    # from a split's row index (or, for shards without one, its files)
+    for name in ("files", "row_index"):
+        original = getattr(ClipShards, name)
 
-    def no_test(self, split, labels=None):
-        if split == "test":
-            raise AssertionError("a trial read the test split")
-        return files(self, split, labels)
+        def no_test(self, split, *args, _original=original, **kwargs):
+            if split == "test":
+                raise AssertionError("a trial read the test split")
+            return _original(self, split, *args, **kwargs)
 
-    monkeypatch.setattr(ClipShards, "files", no_test)
+        monkeypatch.setattr(ClipShards, name, no_test)
     poisoned = reports(poisoned_data, embedded_experts, tmp_path / "poisoned")
     assert clean == poisoned
     assert all("val_top1" in r and not any(k.startswith("test") for k in r) for r in clean["a"])
