@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= work
+SEED    ?= 0
 
 .PHONY: quickstart test test-fast test-cluster lint bench mlflow-ui clean
 
@@ -14,10 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 ## quickstart: install, then the whole chain on the embedded default dataset (CPU, minutes):
 ## shards -> experts (Ray Train) -> static memory -> S2D-MTT search (Ray Tune + Optuna, ASHA)
-## -> the best set judged beside random real clips and the full data -> MLflow (work/mlflow.db)
+## -> the best set judged beside random real clips -> MLflow (work/mlflow.db).
+## `make quickstart SEED=1` runs the whole chain at another seed (its own static memory,
+## trials, random real clips and judging networks), beside the others in the same workdir.
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/s2d tune --space quickstart/embedded_ipc1_s2d-mtt --workdir $(WORKDIR) \
-		--num-experts 2 --static-iterations 15
+		--num-experts 2 --static-iterations 15 --set seed=$(SEED)
 
 ## test: install with the dev extra, run the whole suite (slow tests included), then the
 ## multi-node tests, in their own invocation: they start their own Ray cluster

@@ -25,6 +25,7 @@ import tempfile
 from s2d_ray.commands.common import UsageError
 from s2d_ray.commands.runs import add_common, common_config, distil, overrides
 from s2d_ray.methods import METHODS, STATIC_METHODS
+from s2d_ray.synthetic.integrators import INTEGRATORS
 
 SUMMARY = "distil videos with a method (DM, MTT, FRePo, their S2D variants, coresets)"
 PAPER = " (default: the paper's for the dataset and ipc)"
@@ -36,6 +37,7 @@ METHOD_FLAGS = [
     "batch_real",
     "dpc",
     "integrator",
+    "integrator_init",
     "features",
     "experts",
     "syn_steps",
@@ -79,7 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dpc", type=int, help="S2D: dynamic maps per class; 0 = static only" + PAPER)
     p.add_argument(
-        "--integrator", help="S2D integrator H: conv3d or conv3d_tconv (default: conv3d)"
+        "--integrator",
+        choices=sorted(INTEGRATORS),
+        help="S2D integrator H (default: the paper's for the dataset and ipc: conv3d_tconv "
+        "for S2D-DM on MiniUCF at ipc 1, conv3d elsewhere)",
+    )
+    p.add_argument(
+        "--integrator-init",
+        choices=["default", "identity"],
+        help="S2D: how H starts: default (PyTorch's initialisation, the reference's and the "
+        "default) or identity (it passes the still image through; docs/distillation.md)",
     )
     p.add_argument("--lr-img", type=float, help="learning rate of full synthetic videos" + PAPER)
     p.add_argument(

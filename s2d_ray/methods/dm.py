@@ -19,7 +19,12 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
+from s2d_ray.methods.init import (
+    IntegratorInit,
+    build_memory,
+    real_initialised_videos,
+    s2d_optimizers,
+)
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import create
 from s2d_ray.seeding import derive_seed, torch_generator
@@ -40,6 +45,7 @@ class S2DDMConfig(TemporalConfig):
     batch_real: int = Field(default=64, ge=1)
     dpc: int = Field(default=1, ge=0, description="dynamic maps per class; 0: static only")
     integrator: str = "conv3d"
+    integrator_init: IntegratorInit = "default"
     network: str = "convnet3d"
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from s2d_ray.methods.dm import REAL_CHUNK
-from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_groups
+from s2d_ray.methods.init import IntegratorInit, build_memory, real_initialised_videos, s2d_groups
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import create, flatten_params, functional_forward
 from s2d_ray.seeding import derive_seed, numpy_rng, torch_generator
@@ -83,6 +83,7 @@ class S2DFRePoConfig(FRePoConfig):
     lr_hal: float = Field(default=1e-3, gt=0)
     dpc: int = Field(default=1, ge=1)
     integrator: str = "conv3d"
+    integrator_init: IntegratorInit = "default"
 
 
 def kernel_ridge_predict(

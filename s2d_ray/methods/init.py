@@ -4,12 +4,22 @@ temporally compressed when the method's config asks for it (``--syn-frames``, ``
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field
 
 from s2d_ray.methods.registry import DistillContext
 from s2d_ray.seeding import torch_generator
 from s2d_ray.synthetic import S2DMemory, SyntheticImages, SyntheticVideos
 from s2d_ray.synthetic.temporal import TemporalConfig, initial_frames, temporal_layout
+
+# The S2D methods' integrator initialisation (synthetic/integrators.py): the reference's
+# default, or "identity", which starts stage 2 from the still images themselves.
+IntegratorInit = Annotated[
+    Literal["default", "identity"],
+    Field(description="H's start: default (the reference's) or identity (passes stills through)"),
+]
 
 
 def real_initialised_videos(config: TemporalConfig, context: DistillContext) -> SyntheticVideos:
@@ -53,6 +63,7 @@ def build_memory(config: TemporalConfig, context: DistillContext) -> S2DMemory:
         vpc=context.ipc,
         dpc=config.dpc,
         integrator=config.integrator,
+        integrator_init=config.integrator_init,
         generator=generator,
         temporal=temporal_layout(real.clip_shape[0], config),
     ).to(context.device)

@@ -43,7 +43,12 @@ from pydantic import Field, field_validator
 from s2d_ray.config import absolute_uri
 from s2d_ray.data.stream import ClipShards, standardize
 from s2d_ray.experts.store import TrajectoryStore
-from s2d_ray.methods.init import build_memory, real_initialised_videos, s2d_optimizers
+from s2d_ray.methods.init import (
+    IntegratorInit,
+    build_memory,
+    real_initialised_videos,
+    s2d_optimizers,
+)
 from s2d_ray.methods.registry import DistillContext, DistillMethod, register_method
 from s2d_ray.models import (
     Precision,
@@ -92,6 +97,7 @@ class S2DMTTConfig(MTTConfig):
     momentum_lr: float = Field(default=0.9, ge=0, lt=1)
     dpc: int = Field(default=1, ge=1)
     integrator: str = "conv3d"
+    integrator_init: IntegratorInit = "default"
 
 
 def open_experts(config: MTTConfig, context: DistillContext) -> TrajectoryStore:

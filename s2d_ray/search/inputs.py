@@ -1,6 +1,6 @@
 """The search's inputs, reused when present and built when not, in the order data flows:
 prepared shards (the embedded dataset only; others need ``s2d prepare`` first) → the
-expert store (Ray Train farm) → one static memory per spc the space can ask for.
+expert store (Ray Train farm) → one static memory per spc the space can ask for (and per seed).
 
 They live on the search's shared storage (``--storage``: a bucket or a mount every node
 reaches; the workdir on one machine), since trials on any node read them. Reused inputs are
@@ -135,7 +135,9 @@ def _static_sizes(space: SearchSpace) -> list[int]:
 def _ensure_static(config, space, data, spc, tracking) -> str:
     from s2d_ray.distill import DistillConfig, run_distillation
 
-    out = files.join(inputs_root(config), f"static-spc{spc}")
+    # a static memory per seed: a search at another seed is another draw of the whole chain
+    seed = f"-seed{space.seed}" if space.seed else ""
+    out = files.join(inputs_root(config), f"static-spc{spc}{seed}")
     if _holds(out, MANIFEST):
         fs, path = files.filesystem(out)
         made_from = files.read_json(fs, files.join(path, MANIFEST))["dataset"]["fingerprint"]

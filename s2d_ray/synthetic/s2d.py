@@ -5,15 +5,20 @@ a class are split into vpc consecutive groups, image j going to slot ``j * vpc /
 spc < vpc, slot k gets image ``k % spc``. The dpc dynamic maps are grouped the same way. Slot k
 of class c pairs one static image of its group with one dynamic map of its group:
 
-* while distilling, a fresh uniform draw per slot at every call (``materialize(generator)``);
-  the reference's rule is the special case spc = dpc = 2 * vpc (groups {2k, 2k + 1});
-* when the set is used (evaluation, export: ``materialize()``), every pair of each slot's
-  groups, in order: |static group| x |dynamic group| videos per slot. That is fixed, uses every
-  stored byte, and is what the reference's evaluation saw over its epochs, since it re-drew
-  the pairing on every access. With 1:1 memories (spc = dpc = vpc) it is one video per slot.
+* a fresh uniform draw per slot at every call of ``materialize(generator)``: each
+  distillation step, and each epoch of training on the set (the evaluation's default,
+  ``EvalConfig.pairs = "redraw"``: C * vpc videos an epoch, as the reference's evaluation
+  re-drew the pairing on every access). The reference's rule is the special case
+  spc = dpc = 2 * vpc (groups {2k, 2k + 1});
+* ``materialize()`` without a generator: every pair of each slot's groups, in order,
+  |static group| x |dynamic group| videos per slot, fixed (export, ``load_distilled``, and
+  evaluation with ``pairs = "all"``). With 1:1 memories (spc = dpc = vpc) both are one video
+  per slot.
 
 dpc = 0 is the "static only" ablation (spc:dpc = 1:0): a video is its still image repeated
-over time, and no integrator is stored.
+over time, and no integrator is stored. H starts as PyTorch initialises it (the reference's)
+or, with ``integrator_init="identity"``, passing the still image through
+(``synthetic/integrators.py``).
 
 With a ``temporal`` layout (temporal compression) the dynamic maps have K < T frames; H makes
 K-frame videos, expanded over the real T frames as ``synthetic.temporal`` describes.
@@ -55,6 +60,7 @@ class S2DMemory(SyntheticSet):
         integrator: str = "conv3d",
         generator: torch.Generator | None = None,
         temporal: dict | None = None,
+        integrator_init: str = "default",
     ) -> None:
         super().__init__()
         if static.dim() != 4 or static.shape[1] != 3 or static.shape[0] % num_classes:
@@ -80,7 +86,7 @@ class S2DMemory(SyntheticSet):
         if self.dpc:
             shape = (num_classes, self.dpc, stored_frames, 1, height, width)
             self.dynamic = nn.Parameter(torch.randn(shape, generator=generator))
-            self.integrator = create_integrator(integrator, generator)
+            self.integrator = create_integrator(integrator, generator, integrator_init)
         else:
             self.dynamic, self.integrator = None, None
         self.static_groups = slot_groups(self.spc, self.vpc)

@@ -62,6 +62,19 @@ def test_a_trial_distils_the_method_at_its_point(tmp_path):
         trial_config(inputs.__class__(**{**inputs.__dict__, "statics": ((2, "/s"),)}), {}, "t")
 
 
+def test_the_quickstart_distils_from_its_stills_with_a_standardised_student(tmp_path):
+    """The front door's two departures from the reference's defaults (docs/distillation.md,
+    "S2D-MTT on a small budget") reach every trial; the full-size spaces keep the
+    reference's."""
+    s = space("quickstart/embedded_ipc1_s2d-mtt")
+    inputs = SearchInputs(s, "/d", str(tmp_path), TrackingConfig.disabled(), "/e", ((1, "/s"),))
+    settings = trial_config(inputs, dict(s.paper[0]), "t").method_config
+    assert settings["integrator_init"] == "identity" and settings["student_standardize"]
+    assert (s.budget.eval_every, s.budget.eval_epochs, s.budget.eval_repeats) == (5, 60, 1)
+    full = space("embedded_ipc1_s2d-mtt")
+    assert "integrator_init" not in full.fixed and "student_standardize" not in full.fixed
+
+
 def test_the_pick_is_judged_by_networks_no_trial_trained(tmp_path):
     s = space("embedded_ipc1_s2d-mtt", ["budget.final_repeats=4", "budget.final_epochs=70"])
     tracking, statics = TrackingConfig.disabled(), ((2, "/static2"),)

@@ -100,6 +100,51 @@ def test_integrators_keep_the_shape_and_have_the_documented_sizes():
         create_integrator("mlp")
 
 
+@pytest.mark.parametrize("name", sorted(INTEGRATORS))
+def test_an_identity_integrator_starts_from_the_still_image(name):
+    """init="identity": with a zero dynamic map the video is the still image repeated, any
+    image (negative values through the ReLU of conv3d_tconv too); the dynamic map still
+    reaches the video, so the dynamic memory has a gradient from the first step."""
+    gen = torch.Generator().manual_seed(0)
+    h = create_integrator(name, gen, init="identity")
+    still = torch.randn(2, 3, 16, 12, generator=gen) * 3
+    blank = torch.zeros(2, 5, 1, 16, 12)
+    expected = still.unsqueeze(1).expand(-1, 5, -1, -1, -1)
+    assert torch.allclose(h(still, blank), expected, atol=1e-6)
+    dynamic = torch.randn(2, 5, 1, 16, 12, generator=gen, requires_grad=True)
+    video = h(still, dynamic)
+    assert not torch.allclose(video, expected, atol=1e-3)
+    video.square().sum().backward()
+    assert dynamic.grad.abs().sum() > 0
+    default = create_integrator(name, torch.Generator().manual_seed(0))
+    assert not torch.allclose(default(still, blank), expected, atol=0.1)  # the reference's
+    with pytest.raises(ValueError, match="unknown integrator init"):
+        create_integrator(name, init="zeros")
+
+
+@pytest.mark.parametrize("method", ["s2d-dm", "s2d-mtt", "s2d-frepo"])
+def test_every_s2d_method_builds_its_memory_with_the_asked_init(method):
+    from types import SimpleNamespace
+
+    from s2d_ray.methods import METHODS
+    from s2d_ray.methods.init import build_memory
+
+    static = SyntheticImages(torch.randn(C, 3, H, H), C)
+    real = SimpleNamespace(
+        num_classes=C, clip_shape=(T, 3, H, H), shards=SimpleNamespace(fingerprint="x")
+    )
+    context = SimpleNamespace(
+        static=static, real=real, static_manifest={}, seed=0, ipc=1, device=torch.device("cpu")
+    )
+    config = METHODS[method].Config
+    assert config().integrator_init == "default"  # the reference's
+    memory = build_memory(config(integrator_init="identity", dpc=1), context)
+    with torch.no_grad():
+        memory.dynamic.zero_()
+    videos, _ = memory.materialize()
+    assert torch.allclose(videos, static.items.unsqueeze(1).expand(-1, T, -1, -1, -1), atol=1e-6)
+
+
 def test_storage_bytes_match_hand_counts():
     m = memory(spc=2, dpc=2, vpc=1)
     static, dynamic, h = C * 2 * 3 * H * H, C * 2 * T * H * H, 327
