@@ -47,6 +47,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/layouts.py
 	$(PY) bench/quality.py
 	$(PY) bench/search.py
+	$(PY) bench/search_signal.py
 	$(PY) bench/segments.py
 	$(PY) bench/streaming.py
 	$(PY) bench/tracking.py

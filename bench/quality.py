@@ -52,8 +52,28 @@ from s2d_ray.tracking import TrackingConfig
 
 MIB = 2**20
 GROUPS = ("baselines", "dm", "mtt", "frepo")
-# FRePo sets as they were judged before issue 29: the SGD protocol at FRePo's lr 1e-4
-OLD_FREPO_EVAL = {"optimizer": "sgd", "schedule": "step", "loss": "ce", "lr": 1e-4}
+# FRePo sets as they were judged before issue 29: the SGD protocol at FRePo's lr 1e-4, with
+# cross-entropy on the videos' classes (HARD_LABELS: the learnt label vectors set aside, or
+# "ce" would regress on them), standardised as every SGD-judged set
+OLD_FREPO_EVAL = {
+    "optimizer": "sgd",
+    "schedule": "step",
+    "loss": "ce",
+    "lr": 1e-4,
+    "standardize": True,
+}
+HARD_LABELS = "hard_labels"
+
+
+def row_protocol(config: EvalConfig, own: dict, judged: dict, args) -> tuple[EvalConfig, bool]:
+    """How a row's set is trained: the table's protocol at the set's own settings, FRePo's
+    at ``--frepo-epochs`` (``config`` sets the epochs, so its own would be ignored), then the
+    row's ``judged`` overrides; and whether its learnt label vectors are set aside."""
+    judged = dict(judged)
+    hard = bool(judged.pop(HARD_LABELS, None))
+    if own.get("optimizer") == "adamw":  # FRePo's protocol, at its epochs' share
+        judged = {"epochs": args.frepo_epochs, **judged}
+    return with_own_settings(config, own).model_copy(update=judged), hard
 
 
 def distil(
@@ -180,7 +200,7 @@ def main() -> None:
             s2d("s2d-mtt 1:1", "s2d-mtt", 1, 1, mit, experts=experts, **mtt)
         if "frepo" in run:
             add("frepo", "frepo", batch_real=br)
-            sets["frepo, judged as before"] = (sets["frepo"][0], OLD_FREPO_EVAL)
+            sets["frepo, judged as before"] = (sets["frepo"][0], OLD_FREPO_EVAL | {HARD_LABELS: 1})
             s2d("s2d-frepo 1:1", "s2d-frepo", 1, 1, batch_real=br)
 
         config = EvalConfig(epochs=args.epochs, repeats=args.repeats, seed=seed)
@@ -191,10 +211,9 @@ def main() -> None:
                 continue
             started = time.perf_counter()
             synthetic, manifest = load_set(path)
-            own = manifest.get("eval", {})
-            if own.get("optimizer") == "adamw":  # FRePo's protocol, at its epochs' share
-                own = {**own, "epochs": args.frepo_epochs}
-            protocol = with_own_settings(config, own).model_copy(update=judged)
+            protocol, hard = row_protocol(config, manifest.get("eval", {}), judged, args)
+            if hard:
+                synthetic.label_vectors = None  # targets are the slots' classes again
             result = evaluate_synthetic(synthetic, test, protocol, device=real.device, also=also)
             rows.append(ResultRow(name, result, manifest["bytes"] / MIB, groups))
             print(f"  evaluated {name} in {time.perf_counter() - started:.0f} s", flush=True)

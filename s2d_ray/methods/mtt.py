@@ -298,12 +298,25 @@ class MTT(_TrajectoryMatching):
         ]
 
 
+# The reference's S2D-MTT script for 5 videos per class (s2d_MTT_ms_5.sh) trains its
+# evaluation networks in batches of 128, its ipc 1 scripts in the protocol's 256.
+S2D_MTT_LARGE_IPC, S2D_MTT_LARGE_IPC_BATCH = 5, 128
+
+
 @register_method("s2d-mtt")
 class S2DMTT(_TrajectoryMatching):
     """S2D stage 2 with trajectory matching, on the frozen static memory."""
 
     Config = S2DMTTConfig
     needs_static = True
+
+    def eval_overrides(self) -> dict:
+        """The learnt step size, and from 5 videos per class on, the reference's batch of
+        128 (where the user leaves the protocol's batch size)."""
+        own = super().eval_overrides()
+        if self.context.ipc >= S2D_MTT_LARGE_IPC:
+            own["batch_size"] = S2D_MTT_LARGE_IPC_BATCH
+        return own
 
     def __init__(self, config: S2DMTTConfig, context: DistillContext) -> None:
         super().__init__(config, context)

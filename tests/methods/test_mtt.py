@@ -91,3 +91,21 @@ def test_stores_for_other_data_or_too_short_are_refused(
     with pytest.raises(ValueError, match="--experts STORE"):
         open_experts(cls.Config(**SMALL), DistillContext(real, ipc=1, seed=0))
     assert TrajectoryStore.open(embedded_experts).settings["clip_shape"] == [8, 3, 64, 64]
+
+
+def test_s2d_mtt_sets_of_five_per_class_train_in_the_references_batch_of_128(
+    real, embedded_experts, static
+):
+    """s2d_MTT_ms_5.sh evaluates with --batch_train 128; the ipc-1 scripts and MTT with 256."""
+    from s2d_ray.evaluation import EvalConfig, with_own_settings
+
+    def own(name, ipc):
+        method = build(name, real, embedded_experts, static)
+        method.context = DistillContext(real, ipc=ipc, seed=0, static=static)
+        return method.eval_overrides()
+
+    assert "batch_size" not in own("s2d-mtt", 1) and "batch_size" not in own("mtt", 5)
+    five = own("s2d-mtt", 5)
+    assert five["batch_size"] == 128 and five["lr"] == pytest.approx(0.01)
+    assert with_own_settings(EvalConfig(), five).batch_size == 128
+    assert with_own_settings(EvalConfig(batch_size=64), five).batch_size == 64  # the user's
