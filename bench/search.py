@@ -98,6 +98,7 @@ def run(args, label: str, overrides: list[str]) -> tuple[list[dict], SearchInput
         space=args.space,
         overrides=[
             "paper=[]",
+            "searcher.shared_study=false",  # each search from nothing: the bench compares them
             *problem(args),
             "budget.max_concurrent=1",
             f"budget.eval_repeats={args.eval_repeats}",

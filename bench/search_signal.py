@@ -57,6 +57,7 @@ def trials(args) -> tuple[list[str], SearchInputs]:
     config = SearchConfig(
         space=args.space,
         overrides=["paper=[]", "searcher.type=random", "scheduler.type=fifo",
+                   "searcher.shared_study=false",
                    f"budget.trials={args.trials}", "budget.max_concurrent=1", *args.set],
         workdir=args.workdir,
         num_experts=args.num_experts,

@@ -123,6 +123,12 @@ class Searcher(_Frozen):
         "proposes other points while every trial keeps its seed (its initialisations and "
         "evaluation network), so two searches differ only in what they chose to try",
     )
+    shared_study: bool = Field(
+        default=True,
+        description="propose from every earlier trial of the same problem (the Optuna study "
+        "kept in the search's storage); false: this search starts from nothing, as a "
+        "benchmark of searchers needs",
+    )
 
     def startup(self, trials: int) -> int:
         return self.startup_trials or max(2, min(10, trials // 4))

@@ -11,6 +11,7 @@ interrupted experiment (``Tuner.restore``) and reports a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -122,7 +123,9 @@ def run_experiment(
     budget = inputs.space.budget
     lines = TrialLines(budget.trials, budget.iterations)
     study = study_name(inputs.space)
-    with study_storage(storage, inputs.workdir, study) as optuna_storage:
+    shared = inputs.space.searcher.shared_study
+    keep = study_storage(storage, inputs.workdir, study) if shared else contextlib.nullcontext()
+    with keep as optuna_storage:
         tuner = build_tuner(inputs, storage, name, retries, lines, optuna_storage)
         if restoring:
             try:

@@ -140,3 +140,29 @@ def test_a_study_on_remote_storage_is_mirrored_in_the_workdir(tmp_path, monkeypa
     assert (bucket / "b" / "tune" / "optuna" / "x.journal").is_file()
     with study_storage("s3://b/tune", str(tmp_path / "w2"), "x") as st:  # another machine
         assert len(optuna.load_study(study_name=study_name(s), storage=st).trials) == 1
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_search_keeps_its_study_unless_told_not_to(tmp_path, monkeypatch, shared):
+    """searcher.shared_study=false (bench/search.py's searches, each from nothing) runs on
+    an in-memory study; by default the driver hands Tune's searcher the stored journal."""
+    from s2d_ray.search import tuner
+    from s2d_ray.search.trial import SearchInputs
+    from s2d_ray.tracking import TrackingConfig
+
+    seen = {}
+
+    class Tuner:
+        def fit(self):
+            return "results"
+
+    def build(inputs, storage, name, retries, lines, optuna_storage):
+        seen["storage"] = optuna_storage
+        return Tuner()
+
+    monkeypatch.setattr(tuner, "build_tuner", build)
+    s = space([f"searcher.shared_study={str(shared).lower()}"])
+    inputs = SearchInputs(s, "/d", str(tmp_path / "work"), TrackingConfig.disabled())
+    assert tuner.run_experiment(inputs, str(tmp_path / "tune"), "x") == "results"
+    assert (seen["storage"] is not None) is shared
+    assert (tmp_path / "tune" / "optuna").is_dir() is shared
