@@ -22,11 +22,15 @@ A GPU wants its whole batch; ``None`` never splits.
 
 Input preparation (the per-batch standardisation of the reference) stays on the whole
 batch, before the step, so micro-batching never changes what a network sees.
+
+``max_grad_norm`` bounds the gradient's L2 norm before the update (torch's
+``clip_grad_norm_`` rule; per repeat for stacked repeats). Below the bound the gradient is
+multiplied by exactly 1, so a step that never reaches it is bit-identical to an unclipped one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -58,6 +62,27 @@ def _part(x: torch.Tensor, micro_batch: MicroBatch, batch_dim: int = 0) -> int:
     return part_size(size, micro_batch, x.numel() // max(1, size), cpu=x.device.type == "cpu")
 
 
+@torch.no_grad()
+def clip_grad_norm_(
+    params: Iterable[torch.Tensor], max_norm: float, *, stacked: bool = False
+) -> torch.Tensor:
+    """Scale the gradients of ``params`` so their L2 norm is at most ``max_norm`` and return
+    the norm before scaling; as torch's ``clip_grad_norm_`` (factor ``max_norm / (norm +
+    1e-6)``, capped at 1). ``stacked``: every parameter holds R repeats along its first
+    dimension (``torch.func.stack_module_state``), each clipped by its own norm."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if stacked:
+        norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    else:
+        norm = torch.stack([g.pow(2).sum() for g in grads]).sum().sqrt()
+    factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.view(-1, *[1] * (g.dim() - 1)) if stacked else factor)
+    return norm
+
+
 def train_step(
     forward: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
@@ -68,13 +93,15 @@ def train_step(
     precision: Precision = "fp32",
     micro_batch: MicroBatch = "auto",
     batch_dim: int = 0,
+    max_grad_norm: float | None = None,
 ) -> torch.Tensor:
     """One update from the minibatch ``(x, y)``; returns its mean loss, detached.
 
     ``forward`` maps inputs to logits (a module, or a vmapped call over stacked repeats with
     ``batch_dim=1``); ``loss_fn(logits, targets)`` is a mean over its part. ``precision``:
     how fp32 work runs on CUDA (``models/precision.py``; IEEE fp32 on a CPU); the loss is
-    computed in fp32.
+    computed in fp32. ``max_grad_norm``: the bound on the gradient's norm (``clip_grad_norm_``;
+    per repeat when ``batch_dim=1``, whose parameters are stacked repeats); None: unbounded.
     """
     size = x.shape[batch_dim]
     step = _part(x, micro_batch, batch_dim)
@@ -87,6 +114,9 @@ def train_step(
             loss = loss_fn(logits.float(), ys) * (xs.shape[batch_dim] / size)
             loss.backward()
             total += loss.detach()
+    if max_grad_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip_grad_norm_(params, max_grad_norm, stacked=batch_dim == 1)
     optimizer.step()
     return total
 

@@ -276,3 +276,48 @@ def test_a_diverged_evaluation_network_is_named_not_passed_off_as_a_score(data):
     test, items, labels = data
     with pytest.warns(protocol.DivergedEvaluationWarning, match="accuracy is chance"):
         evaluate_set(items, labels, test, EvalConfig(epochs=2, repeats=1, lr=1e12))
+
+
+def test_a_few_clips_in_one_full_batch_step_do_not_run_away(monkeypatch):
+    """Issue 38 (6): on ~10 clips (one full-batch step an epoch) the reference's SGD trains
+    ConvNet3D at the edge of stability; a loss spike's update grows the weights, the next
+    gradient grows with their product and the weights overflow (11 dark ARID clips: NaN at
+    epoch 74 at lr 0.01, in float64 and without dropout too). Four flat-colour clips at lr 0.1
+    run away the same way within 10 epochs under the reference's update (the default); the
+    option max_grad_norm=20 keeps them finite, and is a no-op (bit-identical weights) while
+    the gradient stays under it."""
+    import warnings
+
+    from s2d_ray.models import create
+
+    gen = torch.Generator().manual_seed(1)
+    items = torch.randn(4, 1, 3, 1, 1, generator=gen).expand(4, 8, 3, 48, 48).contiguous()
+    labels = torch.arange(4)
+    batches = protocol.draw_batches(lambda epoch: (items, labels), EvalConfig())
+
+    def train(**update):
+        config = EvalConfig(repeats=1, **update)
+        model = create("convnet3d", num_classes=4, clip_shape=(8, 3, 48, 48), seed=0)
+        return model, protocol.train_network(model, batches, config, 0, torch.device("cpu"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", protocol.DivergedEvaluationWarning)
+        assert np.isfinite(train(epochs=12, lr=0.1, max_grad_norm=20.0)[1])
+    with pytest.warns(protocol.DivergedEvaluationWarning):  # the reference's: unbounded
+        assert np.isnan(train(epochs=12, lr=0.1)[1])
+    # under the cap, a step is the reference's to the bit
+    capped, uncapped = train(epochs=2, max_grad_norm=20.0), train(epochs=2)
+    for a, b in zip(capped[0].parameters(), uncapped[0].parameters(), strict=True):
+        assert torch.equal(a, b)
+    # stacked repeats (vmap) are capped each by its own norm, as one network at a time
+    from s2d_ray.models.step import clip_grad_norm_
+
+    grads = [torch.randn(3, 5, generator=gen) * torch.tensor([[1.0], [10.0], [100.0]])]
+    stacked = [torch.zeros(3, 5, requires_grad=True)]
+    stacked[0].grad = grads[0].clone()
+    clip_grad_norm_(stacked, 20.0, stacked=True)
+    for r in range(3):
+        one = torch.zeros(5, requires_grad=True)
+        one.grad = grads[0][r].clone()
+        torch.nn.utils.clip_grad_norm_([one], 20.0)
+        assert torch.allclose(stacked[0].grad[r], one.grad)
