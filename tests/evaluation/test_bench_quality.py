@@ -5,30 +5,20 @@ cross-entropy on the videos' classes, not a regression on the learnt label vecto
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benches import bench_module
 
 from s2d_ray.evaluation import EvalConfig
 from s2d_ray.methods.frepo import FREPO_PROTOCOL
 from s2d_ray.synthetic import SyntheticVideos
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture(scope="module")
 def quality():
-    sys.path.insert(0, str(BENCH))  # its sibling module `calibration`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with bench_module("quality") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def test_frepo_rows_train_for_frepo_epochs_and_the_old_row_on_classes(quality):

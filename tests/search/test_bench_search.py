@@ -4,31 +4,19 @@ and the compute it took, on hand-made reports (the benchmark's verdict rests on 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import math
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from benches import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))  # its sibling module `calibration`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_search", BENCH / "search.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-        spec.loader.exec_module(module)
+    with bench_module("search") as module:
         yield module
-    finally:
-        sys.modules.pop("bench_search", None)
-        sys.path.remove(str(BENCH))
 
 
 def report(trial, iteration, top1, seconds, diverged=False):
