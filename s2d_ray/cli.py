@@ -60,6 +60,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     keeps its traceback."""
     from pydantic import ValidationError
 
+    from s2d_ray.cluster import ClusterUnreachable
     from s2d_ray.distill import DivergedError
     from s2d_ray.experts.store import StoreMismatchError
     from s2d_ray.files import StorageUnavailable
@@ -77,6 +78,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         StoreMismatchError,
         DivergedError,
         StorageUnavailable,  # a bucket that stopped answering: the URI, and run it again
+        ClusterUnreachable,  # RAY_ADDRESS names a cluster that is gone: what to do instead
     )
 
 

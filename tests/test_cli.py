@@ -97,6 +97,22 @@ def test_earlier_flag_spellings_keep_working(command, earlier, dest, value, caps
         assert capsys.readouterr().err == ""  # said once
 
 
+def test_gradient_cap_reaches_the_protocol_only_when_asked():
+    """--eval-max-grad-norm (issue 38, item 6) on every command that judges; unset, the
+    protocol keeps the reference's unbounded update."""
+    from s2d_ray.commands.evaluate import protocol_from_args
+    from s2d_ray.commands.runs import common_config
+
+    parse = build_parser().parse_args
+    evaluate = ["evaluate", "--data", "d", "set"]
+    assert protocol_from_args(parse(evaluate)).max_grad_norm is None
+    assert protocol_from_args(parse([*evaluate, "--eval-max-grad-norm", "20"])).max_grad_norm == 20
+    distill = ["distill", "--data", "d", "--out", "o", "--method", "dm", "--ipc", "1"]
+    assert common_config(parse(distill))["eval"].max_grad_norm is None
+    capped = common_config(parse([*distill, "--eval-max-grad-norm", "20"]))["eval"]
+    assert capped.max_grad_norm == 20 and "max_grad_norm" in capped.model_fields_set
+
+
 def test_judging_defaults_per_command():
     parse = build_parser().parse_args
     assert parse(["static", "--data", "d", "--out", "o", "--spc", "1"]).final_eval is False

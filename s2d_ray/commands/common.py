@@ -132,6 +132,13 @@ def add_eval(p: argparse.ArgumentParser, *, repeats: int = 3) -> None:
     p.add_argument(
         "--eval-micro-batch", type=micro_batch_arg, default="auto", help=MICRO_BATCH_HELP
     )
+    p.add_argument(
+        "--eval-max-grad-norm",
+        type=float,
+        metavar="NORM",
+        help="cap each update's gradient L2 norm (e.g. 20: sets of a few clips, where one "
+        "full-batch step an epoch can run away to NaN); default: unbounded, the reference's",
+    )
 
 
 def workdir_of(args: argparse.Namespace) -> Path:

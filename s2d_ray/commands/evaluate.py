@@ -108,6 +108,7 @@ def protocol_from_args(args: argparse.Namespace):
         arch=args.network,
         repeats=1 if args.smoke_test else args.eval_repeats,
         micro_batch=args.eval_micro_batch,
+        max_grad_norm=args.eval_max_grad_norm,
         seed=args.seed,
         **{k: v for k, v in given.items() if v is not None},
     )

@@ -79,6 +79,7 @@ def common_config(args: argparse.Namespace) -> dict:
         "eval": EvalConfig(  # only what was given: the rest may be the set's own settings
             repeats=1 if smoke else args.eval_repeats,
             micro_batch=args.eval_micro_batch,
+            max_grad_norm=args.eval_max_grad_norm,
             seed=args.seed,
             **{k: v for k, v in given.items() if v is not None},
         ),

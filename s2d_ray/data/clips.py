@@ -8,11 +8,13 @@ into memory instead: the in-memory baseline of ``bench/streaming.py`` and nothin
 
 Positions are the split's stored order (shard by shard, row by row), so a plan computed from
 the index (an epoch's clips, a class's videos, a test pass) gives the same batches, bit for
-bit, from any storage, any cache state and either reader (``batches(..., backend="ray")``).
+bit, from any storage, any cache state and either reader (``batches(..., backend="ray")``,
+``ray_batches``). ``FrameView`` shows a split as single frames, for the static memory.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from torch.utils.data import Dataset
 
 from s2d_ray import files
 from s2d_ray.data.cache import NodeCache, default_cache, read_into
@@ -161,11 +164,9 @@ class ClipDataset:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``batch(p)`` for each ``p`` of ``plan``, in order, up to ``prefetch`` batches
         fetched ahead (the window that bounds memory). ``backend="ray"`` reads through a
-        Ray Data pipeline (``data/stream.py``): same batches, read by tasks across the
+        Ray Data pipeline (``ray_batches``): same batches, read by tasks across the
         cluster; by default the dataset's ``backend``."""
         if (backend or self.backend) == "ray":
-            from s2d_ray.data.stream import ray_batches
-
             yield from ray_batches(self, plan, prefetch=prefetch, pin_memory=pin_memory)
             return
         if prefetch <= 0:
@@ -226,3 +227,103 @@ class ClipDataset:
                 )
             parts.append(raw.reshape(len(chunk), *self.clip_shape))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class FrameView(Dataset):
+    """Single frames for static (image) learning: item v is one random frame of video v,
+    from any of its stored clips (SPEC §1: one random frame per video per access).
+
+    The (clip, frame) pair is drawn from (seed, epoch, v), not from a global RNG, so the same
+    epoch yields the same frames whatever the number of DataLoader workers; call
+    ``set_epoch`` each epoch.
+    """
+
+    def __init__(self, clips: ClipDataset, seed: int = 0) -> None:
+        self.clips, self.seed, self.epoch = clips, seed, 0
+        self.labels = clips.labels[[int(rows[0]) for rows in clips.video_rows]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.clips.num_videos
+
+    def source(self, v: int) -> tuple[int, int]:
+        """(row, frame) of the clip frame that item ``v`` shows this epoch."""
+        rows = self.clips.video_rows[v]
+        draw = derive_seed(self.seed, "frame", self.epoch, self.clips.video_keys[v])
+        return int(rows[draw % len(rows)]), (draw // len(rows)) % self.clips.clip_shape[0]
+
+    def __getitem__(self, v: int) -> tuple[torch.Tensor, int]:
+        frames, labels = self.batch([v])
+        return frames[0], int(labels[0])
+
+    def batch(self, items: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``items`` as uint8 (B, H, W, 3) frames and their labels, only those frames
+        read."""
+        sources = [self.source(int(v)) for v in items]
+        rows, frames = zip(*sources, strict=True) if sources else ((), ())
+        return self.clips.frames(rows, frames), self.labels[torch.as_tensor(items).long()]
+
+
+READ_CPUS_ENV = "S2D_READ_CPUS"
+_readers: dict[tuple[str, str], ClipDataset] = {}
+
+
+def ray_batches(
+    dataset: ClipDataset,
+    plan: Iterable[Sequence[int] | torch.Tensor],
+    *,
+    prefetch: int = 2,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``dataset.batch(p)`` for each ``p`` of ``plan``, fetched by Ray Data tasks anywhere in
+    the cluster: the read is a function of the plan alone, so the batches equal the local
+    reader's bit for bit. The plan's batches must share one size (the last may be smaller):
+    Ray Data re-batches the stream to it.
+
+    Read tasks ask for ``$S2D_READ_CPUS`` CPUs (default 0): inside a Train worker or a trial
+    that holds the node's CPUs, a read that waits for a free CPU would wait for ever.
+    """
+    import ray
+    import ray.data
+
+    from s2d_ray.cluster import init_ray
+
+    plan = [np.asarray(p, dtype=np.int64).reshape(-1) for p in plan]
+    if not plan:
+        return
+    sizes = {len(p) for p in plan[:-1]}
+    if len(sizes) > 1 or (sizes and len(plan[-1]) > sizes.pop()):
+        raise ValueError("a streamed plan's batches must share one size (the last may be smaller)")
+    init_ray()
+    plan_ref = ray.put(plan)
+    uri, split = dataset.shards.location, dataset.split
+
+    def fetch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        reader = _readers.get((uri, split))
+        if reader is None:
+            reader = _readers[(uri, split)] = ClipDataset(uri, split)
+        positions = np.concatenate([ray.get(plan_ref)[int(k)] for k in batch["batch"]])
+        frames, labels = reader.batch(positions)
+        return {"frames": frames.numpy(), "label": labels.numpy()}
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not two INFO lines an epoch
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the plan's order is the batches' order
+    context.enable_progress_bars = False
+    # At most ``prefetch`` + 1 reads at once: the window that bounds memory, and no more
+    # worker processes (each imports torch) than the window needs.
+    ds = ray.data.from_items([{"batch": k} for k in range(len(plan))]).map_batches(
+        fetch,
+        batch_size=1,
+        num_cpus=float(os.environ.get(READ_CPUS_ENV, 0)),
+        compute=ray.data.TaskPoolStrategy(size=max(1, prefetch) + 1),
+    )
+    for batch in ds.iter_batches(
+        batch_size=len(plan[0]), batch_format="numpy", prefetch_batches=prefetch
+    ):
+        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"]))
+        if pin_memory:
+            frames = frames.pin_memory()
+        yield frames, torch.from_numpy(batch["label"].astype(np.int64))

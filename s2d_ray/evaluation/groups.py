@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from s2d_ray import files
-from s2d_ray.data.clips import ClipDataset
-from s2d_ray.data.stream import ClipShards, ClipTransform, FrameView
+from s2d_ray.data.clips import ClipDataset, FrameView
+from s2d_ray.data.stream import ClipShards, ClipTransform
 from s2d_ray.models import create
 from s2d_ray.models.step import train_step
 from s2d_ray.seeding import derive_seed, torch_generator

@@ -253,7 +253,7 @@ def _ratio(text: str) -> tuple[int, int] | None:
 
 def memory_shape(text: str) -> tuple[int, int]:
     """``"2:1"`` → (2, 1) stills and dynamic maps per synthetic video."""
-    ratio = _ratio(text)
+    ratio = _ratio(text) if isinstance(text, str) else None
     if ratio is None:
         raise ValueError(f"spc:dpc must look like '2:1', got {text!r}")
     return ratio
@@ -394,7 +394,10 @@ def _override(data: dict, item: str, path: Path) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SpaceError(f"{path}: --set {key}: {part} is not a section")
-    node[leaf] = yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if ":" in text and isinstance(value, int):  # YAML 1.1 reads 2:2 as base 60 (122)
+        value = text
+    node[leaf] = value
 
 
 def _numbers(node: Any) -> Any:

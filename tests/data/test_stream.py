@@ -12,13 +12,12 @@ import torch
 
 from s2d_ray.data import PrepareConfig, prepare
 from s2d_ray.data.cache import NodeCache
-from s2d_ray.data.clips import ClipDataset
+from s2d_ray.data.clips import ClipDataset, FrameView
 from s2d_ray.data.stream import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipShards,
     ClipTransform,
-    FrameView,
     standardize,
 )
 

@@ -102,3 +102,11 @@ def test_spc_dpc_is_per_synthetic_video_and_only_for_s2d_methods(tmp_path):
     bad = GOOD.replace("method: s2d-mtt", "method: mtt").replace("lr_dynamic", "lr_img")
     with pytest.raises(SpaceError, match="spc:dpc applies to S2D methods"):
         load_space(write(tmp_path, bad + "fixed: {'spc:dpc': '1:1'}\n"))
+
+
+def test_spc_dpc_set_on_the_command_line_is_not_read_as_a_base_60_number(tmp_path):
+    space = load_space(write(tmp_path, GOOD), ["fixed.spc:dpc=2:2"])  # YAML 1.1: 2:2 is 122
+    settings, spc = space.trial_settings({"lr_dynamic": 10.0, "syn_steps": 5})
+    assert (spc, settings["dpc"]) == (2, 2)
+    with pytest.raises(SpaceError, match="spc:dpc must look like '2:1', got 3"):
+        load_space(write(tmp_path, GOOD), ["fixed.spc:dpc=3"])

@@ -63,12 +63,14 @@ def test_a_trial_distils_the_method_at_its_point(tmp_path):
 
 
 def test_the_quickstart_distils_from_its_stills_with_a_standardised_student(tmp_path):
-    """The front door's two departures from the reference's defaults (docs/distillation.md,
-    "S2D-MTT on a small budget") reach every trial; the full-size spaces keep the
-    reference's."""
+    """The front door's departures from the reference's defaults (docs/distillation.md,
+    "S2D-MTT on a small budget") reach every trial, on the reference's ipc-1 memory (2:2);
+    the full-size spaces keep the reference's defaults."""
     s = space("quickstart/embedded_ipc1_s2d-mtt")
-    inputs = SearchInputs(s, "/d", str(tmp_path), TrackingConfig.disabled(), "/e", ((1, "/s"),))
-    settings = trial_config(inputs, dict(s.paper[0]), "t").method_config
+    inputs = SearchInputs(s, "/d", str(tmp_path), TrackingConfig.disabled(), "/e", ((2, "/s"),))
+    config = trial_config(inputs, dict(s.paper[0]), "t")
+    settings = config.method_config
+    assert (config.static, settings["dpc"]) == ("/s", 2)  # two stills, two maps per class
     assert settings["integrator_init"] == "identity" and settings["student_standardize"]
     assert settings["learn_syn_lr"] is False  # evaluated at lr_teacher, as random real clips
     assert (s.budget.eval_every, s.budget.eval_epochs, s.budget.eval_repeats) == (5, 40, 1)
@@ -115,9 +117,9 @@ def test_reused_inputs_that_do_not_fit_the_space_fail_before_any_trial(
         inputs("hmdb51_ipc1_s2d-mtt.yaml")
     with pytest.raises(ValueError, match="no complete expert with the 6 snapshots"):
         inputs("quickstart/embedded_ipc1_s2d-mtt.yaml", "fixed.max_start_epoch=5")
-    (tmp_path / "static-spc1").mkdir()  # a static memory left by a search on other shards
-    (tmp_path / "static-spc1" / "manifest.json").write_text('{"dataset": {"fingerprint": "x"}}')
-    with pytest.raises(ValueError, match="static-spc1 was distilled from other shards"):
+    (tmp_path / "static-spc2").mkdir()  # a static memory left by a search on other shards
+    (tmp_path / "static-spc2" / "manifest.json").write_text('{"dataset": {"fingerprint": "x"}}')
+    with pytest.raises(ValueError, match="static-spc2 was distilled from other shards"):
         inputs("quickstart/embedded_ipc1_s2d-mtt.yaml")
 
 
